@@ -1,0 +1,39 @@
+# iot-platform — every command a user or CI needs. Run `make help`.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+PYTHON ?= python3
+VENV   ?= .venv
+TOOLS_DIR ?= $(CURDIR)/.tools
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+# Helm: built into $(TOOLS_DIR) by `make tools`; to use your own instead, run
+# e.g. `make test HELM3=$$(command -v helm) HELM4=/opt/helm4/helm` (tests, drill and
+# bootstrap all honour HELM3/HELM4).
+export TOOLS_DIR
+
+.PHONY: help test lint tools venv demo bench clean
+
+help:  ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+test: tools lint  ## create the venv, bootstrap Helm, run ruff and every test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff over the whole tree
+	$(VENV)/bin/ruff check .
+
+tools: $(STAMP)  ## build the pinned Helm 3 and Helm 4 into .tools/ (once)
+	scripts/bootstrap-helm.sh
+
+venv: $(STAMP)  ## the project virtualenv with the test extras
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+clean:  ## remove the venv, the tools and caches
+	rm -rf $(VENV) $(TOOLS_DIR) .pytest_cache .ruff_cache

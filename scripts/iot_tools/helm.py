@@ -12,14 +12,14 @@ CHART_DIR = REPO_ROOT / "chart"
 VERSIONS_FILE = REPO_ROOT / "scripts" / "tool-versions.env"
 
 
-class HelmNotFound(RuntimeError):
+class HelmNotFound(RuntimeError):  # noqa: N818 (name kept: callers catch it)
     pass
 
 
 def pinned_versions() -> dict[str, str]:
     versions: dict[str, str] = {}
-    for line in VERSIONS_FILE.read_text().splitlines():
-        line = line.strip()
+    for raw in VERSIONS_FILE.read_text().splitlines():
+        line = raw.strip()
         if line and not line.startswith("#") and "=" in line:
             key, value = line.split("=", 1)
             versions[key.strip()] = value.strip()
@@ -79,3 +79,53 @@ def template(
     for assignment in set_values:
         args += ["--set", assignment]
     return run_helm(major, *args, *extra_args)
+
+
+class HelmRenderError(RuntimeError):
+    """A Helm command that exited non-zero; the message carries its stderr."""
+
+    def __init__(self, args: tuple[str, ...], result: HelmResult) -> None:
+        super().__init__(f"helm {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+        self.result = result
+
+
+def render(
+    *,
+    major: int = 3,
+    values_files: tuple[str | Path, ...] = (),
+    set_values: tuple[str, ...] = (),
+    extra_args: tuple[str, ...] = (),
+) -> list[dict]:
+    """`helm template` of the chart, parsed: its non-empty YAML documents, in order.
+
+    Raises HelmRenderError (with Helm's stderr) if the render fails.
+    """
+    import yaml
+
+    result = template(
+        major=major, values_files=values_files, set_values=set_values, extra_args=extra_args
+    )
+    if result.returncode != 0:
+        raise HelmRenderError((*set_values, *map(str, values_files)), result)
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def by_kind_and_name(docs: list[dict]) -> dict[tuple[str, str], dict]:
+    """Rendered documents keyed by (kind, metadata.name)."""
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in docs}
+
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
+
+
+def workloads(docs: list[dict]) -> list[dict]:
+    """The documents that run pods."""
+    return [doc for doc in docs if doc["kind"] in WORKLOAD_KINDS]
+
+
+def pod_spec(workload: dict) -> dict:
+    """The pod spec of a workload (CronJobs nest it one level deeper)."""
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]["spec"]

@@ -1,0 +1,201 @@
+{{/*
+Names, labels, images and security contexts shared by every workload. One concern per template.
+*/}}
+
+{{/* Prefix of every resource name: fullnameOverride, else the release name. */}}
+{{- define "iot.fullname" -}}
+{{- default .Release.Name .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Name of one component's resources. Args: root, component (the label value, e.g. ui-iot). */}}
+{{- define "iot.componentName" -}}
+{{- printf "%s-%s" (include "iot.fullname" .root) .component -}}
+{{- end -}}
+
+{{/* Labels that select one component's pods. Args: root, component. */}}
+{{- define "iot.selectorLabels" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* The standard labels of every object. Args: root, component, version (the image tag). */}}
+{{- define "iot.labels" -}}
+{{ include "iot.selectorLabels" . }}
+app.kubernetes.io/version: {{ .version | quote }}
+app.kubernetes.io/part-of: {{ .root.Chart.Name }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end -}}
+
+{{/*
+The effective image of a component as JSON {repository, tag, pullPolicy}: its own non-empty
+fields over a fallback image (services.image for the Python services), tag defaulting to the
+chart's appVersion. Args: root, image, fallback (optional).
+*/}}
+{{- define "iot.image" -}}
+{{- $fallback := .fallback | default dict -}}
+{{- $repository := .image.repository | default $fallback.repository -}}
+{{- $tag := .image.tag | default $fallback.tag | default .root.Chart.AppVersion -}}
+{{- $pullPolicy := .image.pullPolicy | default $fallback.pullPolicy | default "IfNotPresent" -}}
+{{- dict "repository" $repository "tag" (toString $tag) "pullPolicy" $pullPolicy | toJson -}}
+{{- end -}}
+
+{{/* Container fields `image` and `imagePullPolicy` of an image from iot.image. */}}
+{{- define "iot.imageFields" -}}
+image: {{ printf "%s:%s" .repository .tag | quote }}
+imagePullPolicy: {{ .pullPolicy }}
+{{- end -}}
+
+{{/* Pod-level security context from a component's securityContext values. */}}
+{{- define "iot.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .runAsUser }}
+runAsGroup: {{ .runAsGroup }}
+fsGroup: {{ .fsGroup }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Container-level security context from a component's securityContext values. */}}
+{{- define "iot.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .runAsUser }}
+runAsGroup: {{ .runAsGroup }}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: {{ .readOnlyRootFilesystem }}
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/*
+Fails unless a pod's grace period covers what must happen inside it after SIGTERM.
+Args: where (values path of the grace period), grace, needed (seconds), why (what `needed` is).
+*/}}
+{{- define "iot.guard.gracePeriod" -}}
+{{- if lt (int .grace) (int .needed) -}}
+{{- fail (printf "%s (%d) is too short: it must be at least %d (%s); raise %s or shorten the drain" .where (int .grace) (int .needed) .why .where) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Seconds the chart adds to every drain budget for the process to exit after its last step. */}}
+{{- define "iot.graceMargin" -}}5{{- end -}}
+
+{{/*
+Fields shared by the pod spec of every third-party workload: no service-account token, the pod
+security context, and a grace period checked against the preStop delay. Args: root, key, values.
+*/}}
+{{- define "iot.thirdParty.podFields" -}}
+{{- include "iot.guard.gracePeriod" (dict "where" (printf "%s.terminationGracePeriodSeconds" .key) "grace" .values.terminationGracePeriodSeconds "needed" (add .values.preStopSleepSeconds (include "iot.graceMargin" .)) "why" (printf "%s.preStopSleepSeconds + %s s margin" .key (include "iot.graceMargin" .))) -}}
+{{ include "iot.pod.fields" (dict "grace" .values.terminationGracePeriodSeconds "securityContext" .values.securityContext) }}
+{{- end -}}
+
+{{/*
+Pod spec fields of every workload: no service-account token (nothing here talks to the API
+server), no service links, the grace period and the pod security context.
+Args: grace, securityContext.
+*/}}
+{{- define "iot.pod.fields" -}}
+automountServiceAccountToken: false
+enableServiceLinks: false
+terminationGracePeriodSeconds: {{ .grace }}
+securityContext:
+  {{- include "iot.podSecurityContext" .securityContext | nindent 2 }}
+{{- end -}}
+
+{{/*
+Container fields shared by every third-party container: image, security context, resources, and
+a preStop sleep that lets endpoints drop the pod first. Args: root, key, values.
+*/}}
+{{- define "iot.thirdParty.containerFields" -}}
+{{ include "iot.imageFields" (include "iot.image" (dict "root" .root "image" .values.image) | fromJson) }}
+securityContext:
+  {{- include "iot.containerSecurityContext" .values.securityContext | nindent 2 }}
+resources:
+  {{- toYaml .values.resources | nindent 2 }}
+lifecycle:
+  preStop:
+    sleep:
+      seconds: {{ .values.preStopSleepSeconds }}
+{{- end -}}
+
+{{/*
+A PodDisruptionBudget (maxUnavailable 1) for a component that runs more than one replica;
+nothing otherwise. Args: root, component, version, replicas.
+*/}}
+{{- define "iot.pdb" -}}
+{{- if gt (int .replicas) 1 }}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "iot.componentName" . }}
+  labels:
+    {{- include "iot.labels" . | nindent 4 }}
+spec:
+  maxUnavailable: 1
+  selector:
+    matchLabels:
+      {{- include "iot.selectorLabels" . | nindent 6 }}
+{{- end }}
+{{- end -}}
+
+{{/* A ClusterIP Service. Args: root, component, version, ports (list of {name, port, targetPort}). */}}
+{{- define "iot.service" -}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "iot.componentName" . }}
+  labels:
+    {{- include "iot.labels" . | nindent 4 }}
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "iot.selectorLabels" . | nindent 4 }}
+  ports:
+    {{- range .ports }}
+    - name: {{ .name }}
+      port: {{ .port }}
+      targetPort: {{ .targetPort }}
+      protocol: TCP
+    {{- end }}
+{{- end -}}
+
+{{/*
+The head of a Deployment or StatefulSet, down to its pod template's labels: names, labels, a
+rollout that keeps serving capacity (Deployments: maxUnavailable 0, maxSurge 1, so readiness
+gates progress), selector. The caller goes on with `      annotations:` or `    spec:`.
+Args: root, component, version, kind, replicas.
+*/}}
+{{- define "iot.workload.header" -}}
+apiVersion: apps/v1
+kind: {{ .kind }}
+metadata:
+  name: {{ include "iot.componentName" . }}
+  labels:
+    {{- include "iot.labels" . | nindent 4 }}
+spec:
+  replicas: {{ .replicas }}
+  revisionHistoryLimit: 5
+  {{- if eq .kind "Deployment" }}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      maxUnavailable: 0
+      maxSurge: 1
+  {{- else }}
+  serviceName: {{ include "iot.componentName" . }}
+  updateStrategy:
+    type: RollingUpdate
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "iot.selectorLabels" . | nindent 6 }}
+  template:
+    metadata:
+      labels:
+        {{- include "iot.labels" . | nindent 8 }}
+{{- end -}}

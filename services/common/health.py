@@ -1,0 +1,223 @@
+"""Liveness and readiness state, kept in memory so that every probe answer is O(1).
+
+Nothing here does I/O on a probe's request path. Checks are cheap callables that read
+state other components keep current (a connection's status, the last result of a
+background database round trip); a monitor task re-evaluates them on a short tick, logs
+each readiness transition once, and caches the rendered /ready answer. Events that must
+show at once (SIGTERM, a lost connection) call `refresh()` themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("health")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    ok: bool
+    detail: str
+
+    @classmethod
+    def passing(cls, detail: str = "ok") -> CheckResult:
+        return cls(True, detail)
+
+    @classmethod
+    def failing(cls, detail: str) -> CheckResult:
+        return cls(False, detail)
+
+
+Check = Callable[[], CheckResult]
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeAnswer:
+    """A rendered probe response: status code and JSON body, plus a text form for ?verbose."""
+
+    status: int
+    body: bytes
+    verbose: bytes
+
+
+class HealthState:
+    """What /health and /ready report for one process."""
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        stall_threshold: float = 10.0,
+        tick: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.service = service
+        self.counters: dict[str, int] = {}
+        self._stall_threshold = stall_threshold
+        self._tick = tick
+        self._clock = clock
+        self._born = clock()
+        self._last_beat = self._born
+        self._loop_lag = 0.0
+        self._checks: dict[str, Check] = {}
+        self._started = False
+        self._draining = False
+        self._dead_task: str | None = None
+        self._watched: set[asyncio.Task] = set()
+        self._failing: tuple[str, ...] | None = None
+        self._ready_answer = ProbeAnswer(503, b"", b"")
+        self.refresh()
+
+    # -- what services tell the kit --------------------------------------------------
+
+    def add_check(self, name: str, check: Check) -> None:
+        if name in {"startup", "shutdown"}:
+            raise ValueError(f"check name {name!r} is reserved")
+        self._checks[name] = check
+        self.refresh()
+
+    def declare_counters(self, *counters: str) -> None:
+        """Counters /health reports from the start, at 0 until counted."""
+        for counter in counters:
+            self.counters.setdefault(counter, 0)
+
+    def count(self, counter: str, amount: int = 1) -> None:
+        self.counters[counter] = self.counters.get(counter, 0) + amount
+
+    def mark_started(self) -> None:
+        self._started = True
+        log.info("start-up complete")
+        self._failing = None  # log the state start-up ends in, whatever it is
+        self.refresh()
+
+    def begin_draining(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        log.info("shutdown requested: readiness fails from now on, liveness stays up")
+        self.refresh()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def watch(self, name: str, task: asyncio.Task) -> asyncio.Task:
+        """Treat `task` as critical: if it ends before shutdown, liveness fails, so that a
+        dead worker cannot leave a live-looking pod behind."""
+        self._watched.add(task)
+        task.add_done_callback(lambda done: self._on_critical_task_done(name, done))
+        return task
+
+    def _on_critical_task_done(self, name: str, task: asyncio.Task) -> None:
+        self._watched.discard(task)
+        if self._draining:
+            return
+        if task.cancelled():
+            how = "was cancelled"
+        elif task.exception() is not None:
+            how = "crashed"
+            log.error("critical task %s crashed", name, exc_info=task.exception())
+        else:
+            how = "returned"
+        if self._dead_task is None:
+            self._dead_task = f"{name} {how}"
+            log.error("liveness now fails: critical task %s %s", name, how)
+        self.refresh()
+
+    # -- the monitor -------------------------------------------------------------------
+
+    async def run_monitor(self) -> None:
+        """Heartbeat (for the stall watchdog) and periodic readiness evaluation."""
+        while True:
+            before = self._clock()
+            await asyncio.sleep(self._tick)
+            now = self._clock()
+            self._loop_lag = max(0.0, now - before - self._tick)
+            self._last_beat = now
+            self.refresh()
+
+    def refresh(self) -> None:
+        results = {
+            "startup": CheckResult(self._started, "complete" if self._started else "starting"),
+            "shutdown": CheckResult(
+                not self._draining, "draining" if self._draining else "running"
+            ),
+        }
+        for name, check in self._checks.items():
+            results[name] = _evaluate(check)
+        failing = tuple(name for name, result in results.items() if not result.ok)
+        if failing != self._failing:
+            self._log_transition(failing, results)
+            self._failing = failing
+        self._ready_answer = _render_readiness(self.service, results)
+
+    def _log_transition(
+        self, failing: tuple[str, ...], results: dict[str, CheckResult]
+    ) -> None:
+        if not self._started:
+            return  # during start-up every dependency is still connecting: not news
+        if not failing:
+            log.info("readiness: ready")
+            return
+        reasons = ", ".join(f"{name} ({results[name].detail})" for name in failing)
+        log.warning("readiness: not ready: %s", reasons)
+
+    # -- what the probes read ------------------------------------------------------------
+
+    def readiness(self) -> ProbeAnswer:
+        return self._ready_answer
+
+    def liveness(self) -> ProbeAnswer:
+        stalled_for = self._clock() - self._last_beat
+        if self._dead_task is not None:
+            body = {"status": "failing", "service": self.service, "reason": "critical task ended",
+                    "task": self._dead_task}
+            return _render(503, body, f"[-]workers failed: {self._dead_task}\nlivez check failed")
+        if stalled_for > self._stall_threshold:
+            body = {"status": "failing", "service": self.service, "reason": "event loop stalled",
+                    "stalled_seconds": round(stalled_for, 3)}
+            verbose = f"[-]event loop stalled for {stalled_for:.1f}s\nlivez check failed"
+            return _render(503, body, verbose)
+        body: dict[str, object] = {
+            "status": "ok",
+            "service": self.service,
+            "uptime_seconds": round(self._clock() - self._born, 3),
+            "loop_lag_ms": round(self._loop_lag * 1000, 3),
+        }
+        body.update(self.counters)
+        return _render(200, body, "[+]event loop ok\n[+]workers ok\nlivez check passed")
+
+
+def _evaluate(check: Check) -> CheckResult:
+    try:
+        return check()
+    except Exception as error:  # a broken check must read as failing, not crash the probe
+        log.exception("readiness check raised")
+        return CheckResult.failing(f"check raised {type(error).__name__}")
+
+
+def _render_readiness(service: str, results: dict[str, CheckResult]) -> ProbeAnswer:
+    ready = all(result.ok for result in results.values())
+    body = {
+        "status": "ready" if ready else "not_ready",
+        "service": service,
+        "checks": {
+            name: {"status": "pass" if result.ok else "fail", "detail": result.detail}
+            for name, result in results.items()
+        },
+    }
+    lines = [
+        f"[{'+' if result.ok else '-'}]{name} {'ok' if result.ok else 'failed'}: {result.detail}"
+        for name, result in results.items()
+    ]
+    lines.append("readyz check passed" if ready else "readyz check failed")
+    return _render(200 if ready else 503, body, "\n".join(lines))
+
+
+def _render(status: int, body: dict[str, object], verbose: str) -> ProbeAnswer:
+    return ProbeAnswer(status, json.dumps(body).encode(), (verbose + "\n").encode())

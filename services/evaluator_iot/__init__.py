@@ -1,0 +1,1 @@
+"""evaluator_iot: threshold alert rules over new telemetry, woken by LISTEN, backed by polling."""

@@ -1,0 +1,3 @@
+from services.evaluator_iot.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,3 @@
+from services.ingest_iot.main import main
+
+raise SystemExit(main())

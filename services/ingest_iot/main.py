@@ -1,0 +1,48 @@
+"""Wiring for ingest_iot: NATS link, database probe and the pipeline, stopped in order."""
+
+from __future__ import annotations
+
+from services.common.config import load
+from services.common.db import DatabaseProbe
+from services.common.health import HealthState
+from services.common.messaging import NatsLink
+from services.common.runtime import run
+from services.common.workers import Workers
+from services.ingest_iot.config import IngestConfig
+from services.ingest_iot.pipeline import IngestPipeline
+
+NAME = "ingest_iot"
+
+
+class IngestService:
+    def __init__(self, config: IngestConfig, health: HealthState) -> None:
+        self._nats = NatsLink(config.nats_url, NAME, health)
+        self._database = DatabaseProbe(config.database, health, f"{NAME}-health")
+        self._pipeline = IngestPipeline(config, health, self._nats)
+        self._workers = Workers(health)
+        health.declare_counters("ingested", "duplicates", "quarantined", "routed", "batches")
+        health.add_check("nats", self._nats.check)
+        health.add_check("database", self._database.check)
+        health.add_check("batch_writer", self._pipeline.check)
+
+    async def start(self) -> None:
+        self._workers.start("nats-connect", self._nats.connect(), critical=False)
+        self._workers.start("database-probe", self._database.run())
+        self._workers.start("routes-refresher", self._pipeline.run_routes_refresher())
+        self._workers.start("writer", self._pipeline.run_writer())
+        self._workers.start("fetcher", self._pipeline.run_fetcher())
+
+    async def stop(self) -> None:
+        # Stop consuming, let the writer commit and ack what was fetched, then close.
+        self._pipeline.stop_fetching()
+        await self._workers.wait("fetcher")
+        await self._workers.wait("writer")
+        await self._pipeline.close()
+        await self._workers.cancel()
+        await self._nats.close()  # flushes the acks still buffered in the client
+        await self._database.close()
+
+
+def main() -> int:
+    config = load(NAME, IngestConfig.from_env)
+    return run(NAME, config.runtime, lambda health: (IngestService(config, health), None))

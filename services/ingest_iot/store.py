@@ -1,0 +1,103 @@
+"""The one statement that commits a batch: readings, device presence, quarantined
+messages and the change notification, atomically, in a single round trip."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from services.ingest_iot.telemetry import Reading
+
+STREAM_NAME = "TELEMETRY"
+
+# unnest() turns the parameter arrays into rows: a multi-row insert of the whole batch in
+# one statement. ON CONFLICT makes redelivery idempotent. Device rows are touched in
+# device_id order so that concurrent ingest pods cannot deadlock, and only when the stored
+# last_seen is stale, to spare an UPDATE per device per batch. NOTIFY inside the statement
+# is delivered at commit, so the evaluator never hears of rows it cannot see yet.
+COMMIT_BATCH = """
+WITH batch AS (
+    SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::jsonb[]) AS b(device_id, ts, metrics)
+), stored AS (
+    INSERT INTO telemetry (device_id, ts, metrics)
+    SELECT device_id, ts, metrics FROM batch
+    ON CONFLICT (device_id, ts) DO NOTHING
+    RETURNING ts
+), seen AS (
+    INSERT INTO devices AS d (device_id, last_seen, status)
+    SELECT device_id, now(), 'online' FROM batch GROUP BY device_id ORDER BY device_id
+    ON CONFLICT (device_id) DO UPDATE SET last_seen = excluded.last_seen, status = 'online'
+    WHERE d.status <> 'online' OR d.last_seen < excluded.last_seen - interval '5 seconds'
+), quarantined AS (
+    INSERT INTO quarantine (stream, stream_seq, subject, reason, payload, payload_size)
+    SELECT $4, * FROM unnest($5::bigint[], $6::text[], $7::text[], $8::bytea[], $9::int[])
+    ON CONFLICT (stream, stream_seq) DO NOTHING
+    RETURNING 1
+), notified AS (
+    SELECT pg_notify('telemetry_inserted',
+                     json_build_object('from', min(ts), 'to', max(ts), 'rows', count(*))::text)
+    FROM stored HAVING count(*) > 0
+)
+SELECT (SELECT count(*) FROM stored) AS stored,
+       (SELECT count(*) FROM quarantined) AS quarantined,
+       (SELECT count(*) FROM notified) AS notified
+"""
+
+ROUTED_DEVICES = "SELECT id, device_id FROM message_routes WHERE enabled ORDER BY id"
+
+
+@dataclass
+class BatchRows:
+    """A batch as column arrays, the shape COMMIT_BATCH takes."""
+
+    device_ids: list[str] = field(default_factory=list)
+    timestamps: list = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+    quarantine_seqs: list[int] = field(default_factory=list)
+    quarantine_subjects: list[str] = field(default_factory=list)
+    quarantine_reasons: list[str] = field(default_factory=list)
+    quarantine_payloads: list[bytes] = field(default_factory=list)
+    quarantine_sizes: list[int] = field(default_factory=list)
+
+    def add_reading(self, reading: Reading) -> None:
+        self.device_ids.append(reading.device_id)
+        self.timestamps.append(reading.ts)
+        self.metrics.append(reading.metrics_json)
+
+    def add_rejection(
+        self, stream_seq: int, subject: str, reason: str, payload: bytes, kept_bytes: int
+    ) -> None:
+        self.quarantine_seqs.append(stream_seq)
+        self.quarantine_subjects.append(subject)
+        self.quarantine_reasons.append(reason)
+        self.quarantine_payloads.append(payload[:kept_bytes])
+        self.quarantine_sizes.append(len(payload))
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    stored: int
+    quarantined: int
+
+
+async def commit_batch(
+    connection: asyncpg.Connection, rows: BatchRows, statement_timeout: float
+) -> CommitResult:
+    record = await connection.fetchrow(
+        COMMIT_BATCH,
+        rows.device_ids, rows.timestamps, rows.metrics,
+        STREAM_NAME, rows.quarantine_seqs, rows.quarantine_subjects, rows.quarantine_reasons,
+        rows.quarantine_payloads, rows.quarantine_sizes,
+        timeout=statement_timeout,
+    )
+    assert record is not None
+    return CommitResult(stored=record["stored"], quarantined=record["quarantined"])
+
+
+async def routed_devices(connection: asyncpg.Connection) -> dict[str, tuple[int, ...]]:
+    """device_id -> ids of its enabled routes."""
+    routes: dict[str, list[int]] = {}
+    for row in await connection.fetch(ROUTED_DEVICES, timeout=10):
+        routes.setdefault(row["device_id"], []).append(row["id"])
+    return {device: tuple(ids) for device, ids in routes.items()}

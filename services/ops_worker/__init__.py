@@ -1,0 +1,1 @@
+"""ops_worker: periodic database maintenance (devices gone silent, telemetry retention)."""

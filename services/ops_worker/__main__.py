@@ -1,0 +1,3 @@
+from services.ops_worker.main import main
+
+raise SystemExit(main())

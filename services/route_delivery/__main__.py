@@ -1,0 +1,3 @@
+from services.route_delivery.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,3 @@
+from services.ui_iot.main import main
+
+raise SystemExit(main())

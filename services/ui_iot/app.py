@@ -1,0 +1,76 @@
+"""The FastAPI application: API, page, and the health kit's probes on the same port."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from services.common.health import HealthState
+from services.common.probe_server import probe_response
+from services.ui_iot.queries import DatabaseUnavailableError, ReadModel
+
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+def create_app(health: HealthState, model: ReadModel) -> FastAPI:
+    app = FastAPI(title="iot-platform UI", docs_url="/api/docs", openapi_url="/api/openapi.json")
+
+    @app.exception_handler(DatabaseUnavailableError)
+    async def database_unavailable(_request: Request, _error: Exception) -> JSONResponse:
+        return JSONResponse({"detail": "database unavailable"}, status_code=503)
+
+    @app.get("/health", include_in_schema=False)
+    async def liveness(request: Request) -> Response:
+        return _probe(health.liveness(), request)
+
+    @app.get("/ready", include_in_schema=False)
+    async def readiness(request: Request) -> Response:
+        return _probe(health.readiness(), request)
+
+    @app.get("/api/devices")
+    async def devices(limit: Limit = 100) -> list[dict[str, Any]]:
+        return await model.devices(limit)
+
+    @app.get("/api/devices/{device_id}/telemetry")
+    async def device_telemetry(device_id: str, limit: Limit = 100) -> list[dict[str, Any]]:
+        rows = await model.telemetry(device_id, limit)
+        return [{"ts": row["ts"], "metrics": json.loads(row["metrics"])} for row in rows]
+
+    @app.get("/api/alerts")
+    async def alerts(limit: Limit = 100) -> list[dict[str, Any]]:
+        return await model.alerts(limit)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(_render_page(await model.devices(200), await model.alerts(50)))
+
+    return app
+
+
+def _probe(answer, request: Request) -> Response:
+    status, content_type, body = probe_response(answer, "verbose" in request.query_params)
+    return Response(content=body, status_code=status, media_type=content_type)
+
+
+def _render_page(devices: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> str:
+    device_rows = "".join(
+        f"<tr><td>{escape(d['device_id'])}</td><td>{escape(d['status'])}</td>"
+        f"<td>{escape(str(d['last_seen']))}</td></tr>" for d in devices
+    ) or '<tr><td colspan="3">no devices yet</td></tr>'
+    alert_rows = "".join(
+        f"<tr><td>{escape(str(a['created_at']))}</td><td>{escape(a['rule'])}</td>"
+        f"<td>{escape(a['device_id'])}</td><td>{a['observed']:g}</td></tr>" for a in alerts
+    ) or '<tr><td colspan="4">no alerts</td></tr>'
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>iot-platform</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}</style></head>
+<body><h1>iot-platform</h1>
+<h2>Devices</h2>
+<table><tr><th>device</th><th>status</th><th>last seen</th></tr>{device_rows}</table>
+<h2>Recent alerts</h2><table><tr><th>when</th><th>rule</th><th>device</th><th>observed</th></tr>
+{alert_rows}</table></body></html>"""

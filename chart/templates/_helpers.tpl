@@ -127,7 +127,6 @@ nothing otherwise. Args: root, component, version, replicas.
 */}}
 {{- define "iot.pdb" -}}
 {{- if gt (int .replicas) 1 }}
----
 apiVersion: policy/v1
 kind: PodDisruptionBudget
 metadata:
@@ -144,7 +143,6 @@ spec:
 
 {{/* A ClusterIP Service. Args: root, component, version, ports (list of {name, port, targetPort}). */}}
 {{- define "iot.service" -}}
----
 apiVersion: v1
 kind: Service
 metadata:

@@ -46,17 +46,28 @@ The five services: values key, component label, Python module, and whether they 
 {{- end }}
 {{- end -}}
 
-{{/* The Deployment (plus PDB and, for uiIot, Service) of one service. Args: root, entry. */}}
-{{- define "iot.services.workload" -}}
+{{/*
+One object of one service: its Deployment, its PodDisruptionBudget (only with more than one
+replica) or its Service (only uiIot has one: nothing outside the other pods talks to them).
+Every object has a template file of its own (Helm 4 keeps a blank line inside multi-document
+template files). Args: root, key (values key), object (kind).
+*/}}
+{{- define "iot.services.manifest" -}}
 {{- $root := .root -}}
-{{- $values := index $root.Values .entry.key -}}
+{{- $key := .key -}}
+{{- $entry := dict -}}
+{{- range include "iot.services.catalog" . | fromYamlArray -}}
+{{- if eq .key $key }}{{ $entry = . }}{{ end -}}
+{{- end -}}
+{{- $values := index $root.Values $key -}}
+{{- if $values.enabled -}}
 {{- $svc := $root.Values.services -}}
 {{- $image := include "iot.image" (dict "root" $root "image" $values.image "fallback" $svc.image) | fromJson -}}
-{{- $ctx := dict "root" $root "component" .entry.component "version" $image.tag -}}
+{{- $ctx := dict "root" $root "component" $entry.component "version" $image.tag -}}
 {{- $ports := list (dict "name" "health" "containerPort" (include "iot.services.healthPort" . | int) "protocol" "TCP") -}}
 {{- $margin := include "iot.graceMargin" . | int -}}
 {{- include "iot.guard.gracePeriod" (dict "where" "services.terminationGracePeriodSeconds" "grace" $svc.terminationGracePeriodSeconds "needed" (add $svc.drainDelaySeconds $svc.shutdownTimeoutSeconds $margin) "why" (printf "services.drainDelaySeconds + services.shutdownTimeoutSeconds + %d s margin" $margin)) -}}
----
+{{- if eq .object "Deployment" }}
 {{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" $values.replicas) $ctx) }}
     spec:
       {{- include "iot.pod.fields" (dict "grace" $svc.terminationGracePeriodSeconds "securityContext" $svc.securityContext) | nindent 6 }}
@@ -76,14 +87,14 @@ The five services: values key, component label, Python module, and whether they 
             - name: tmp
               mountPath: /tmp
       containers:
-        - name: {{ .entry.component }}
+        - name: {{ $entry.component }}
           {{- include "iot.imageFields" $image | nindent 10 }}
-          command: ["python", "-m", {{ .entry.module | quote }}]
+          command: ["python", "-m", {{ $entry.module | quote }}]
           ports:
             {{- toYaml $ports | nindent 12 }}
           env:
-            {{- include "iot.services.env" (dict "root" $root "entry" .entry "values" $values) | nindent 12 }}
-          {{- include "iot.probes.render" (dict "root" $root "key" .entry.key "probes" $values.probes "ports" $ports) | nindent 10 }}
+            {{- include "iot.services.env" (dict "root" $root "entry" $entry "values" $values) | nindent 12 }}
+          {{- include "iot.probes.render" (dict "root" $root "key" $key "probes" $values.probes "ports" $ports) | nindent 10 }}
           securityContext:
             {{- include "iot.containerSecurityContext" $svc.securityContext | nindent 12 }}
           resources:
@@ -95,8 +106,10 @@ The five services: values key, component label, Python module, and whether they 
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
-{{ include "iot.pdb" (merge (dict "replicas" $values.replicas) $ctx) }}
-{{- with $values.service }}
-{{ include "iot.service" (merge (dict "ports" (list (dict "name" "http" "port" .port "targetPort" "health"))) $ctx) }}
+{{- else if eq .object "PodDisruptionBudget" }}
+{{- include "iot.pdb" (merge (dict "replicas" $values.replicas) $ctx) }}
+{{- else if and (eq .object "Service") $values.service }}
+{{- include "iot.service" (merge (dict "ports" (list (dict "name" "http" "port" $values.service.port "targetPort" "health"))) $ctx) }}
 {{- end }}
+{{- end -}}
 {{- end -}}

@@ -129,3 +129,13 @@ def pod_spec(workload: dict) -> dict:
     if workload["kind"] == "CronJob":
         spec = spec["jobTemplate"]["spec"]
     return spec["template"]["spec"]
+
+
+def main_container(workload: dict) -> dict:
+    """The first (main) container of a workload."""
+    return pod_spec(workload)["containers"][0]
+
+
+def env_by_name(container: dict) -> dict[str, dict]:
+    """A container's env entries keyed by name."""
+    return {item["name"]: item for item in container.get("env", [])}

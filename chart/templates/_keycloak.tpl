@@ -1,13 +1,18 @@
-{{- /* Keycloak: Deployment + Service + (unless existingSecret) the admin Secret. */ -}}
-{{- with .Values.keycloak }}
+{{/*
+Keycloak: Deployment + Service + (unless existingSecret) the admin Secret.
+Renders the one object named by `object` (Helm 4 keeps a blank line inside multi-document
+template files, so every object has a template file of its own). Args: root, object.
+*/}}
+{{- define "iot.keycloak.manifest" -}}
+{{- $object := .object }}
+{{- with .root.Values.keycloak }}
 {{- if .enabled }}
-{{- $root := $ }}
+{{- $root := $.root }}
 {{- $ctx := dict "root" $root "component" "keycloak" "version" .image.tag }}
 {{- $db := include "iot.keycloak.database" $root | fromJson }}
 {{- $ports := list (dict "name" "http" "containerPort" 8080 "protocol" "TCP") (dict "name" "management" "containerPort" 9000 "protocol" "TCP") }}
 {{- $adminSecret := .admin.existingSecret | default (include "iot.componentName" $ctx) }}
-{{- if not .admin.existingSecret }}
----
+{{- if and (eq $object "Secret") (not .admin.existingSecret) }}
 apiVersion: v1
 kind: Secret
 metadata:
@@ -18,7 +23,7 @@ type: Opaque
 data:
   {{ .admin.existingSecretKey }}: {{ include "iot.secret.value" (dict "root" $root "name" $adminSecret "key" .admin.existingSecretKey "given" .admin.password) }}
 {{- end }}
----
+{{- if eq $object "Deployment" }}
 {{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" 1) $ctx) }}
     spec:
       {{- include "iot.thirdParty.podFields" (dict "root" $root "key" "keycloak" "values" .) | nindent 6 }}
@@ -71,6 +76,10 @@ data:
                   name: {{ $adminSecret }}
                   key: {{ .admin.existingSecretKey }}
           {{- include "iot.probes.render" (dict "root" $root "key" "keycloak" "probes" .probes "ports" $ports) | nindent 10 }}
+{{- end }}
+{{- if eq $object "Service" }}
 {{ include "iot.service" (merge (dict "ports" (list (dict "name" "http" "port" .service.port "targetPort" "http"))) $ctx) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- end -}}

@@ -1,14 +1,19 @@
-{{- /* In-chart PostgreSQL: Secret + init ConfigMap + StatefulSet with a PVC + Service. */ -}}
-{{- with .Values.postgresql }}
+{{/*
+In-chart PostgreSQL: Secret + init ConfigMap + StatefulSet with a PVC + Service.
+Renders the one object named by `object` (Helm 4 keeps a blank line inside multi-document
+template files, so every object has a template file of its own). Args: root, object.
+*/}}
+{{- define "iot.postgresql.manifest" -}}
+{{- $object := .object }}
+{{- with .root.Values.postgresql }}
 {{- if .enabled }}
-{{- $root := $ }}
+{{- $root := $.root }}
 {{- $ctx := dict "root" $root "component" "postgresql" "version" .image.tag }}
 {{- $name := include "iot.componentName" $ctx }}
 {{- $db := include "iot.database" $root | fromJson }}
 {{- $ports := list (dict "name" "postgresql" "containerPort" 5432 "protocol" "TCP") }}
 {{- $keycloakHere := and $root.Values.keycloak.enabled (not $root.Values.keycloak.database.host) }}
-{{- if not .auth.existingSecret }}
----
+{{- if and (eq $object "Secret") (not .auth.existingSecret) }}
 apiVersion: v1
 kind: Secret
 metadata:
@@ -19,7 +24,7 @@ type: Opaque
 data:
   password: {{ include "iot.secret.value" (dict "root" $root "name" $name "key" "password" "given" .auth.password) }}
 {{- end }}
----
+{{- if eq $object "ConfigMap" }}
 apiVersion: v1
 kind: ConfigMap
 metadata:
@@ -34,7 +39,8 @@ data:
     {{- else }}
     -- Keycloak is disabled or uses another database server: nothing to create.
     {{- end }}
----
+{{- end }}
+{{- if eq $object "StatefulSet" }}
 {{ include "iot.workload.header" (merge (dict "kind" "StatefulSet" "replicas" 1) $ctx) }}
     spec:
       {{- include "iot.thirdParty.podFields" (dict "root" $root "key" "postgresql" "values" .) | nindent 6 }}
@@ -88,6 +94,10 @@ data:
         resources:
           requests:
             storage: {{ .persistence.size }}
+{{- end }}
+{{- if eq $object "Service" }}
 {{ include "iot.service" (merge (dict "ports" (list (dict "name" "postgresql" "port" .service.port "targetPort" "postgresql"))) $ctx) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- end -}}

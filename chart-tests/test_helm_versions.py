@@ -22,6 +22,17 @@ def test_helm3_and_helm4_render_byte_identically_with_explicit_passwords(fixed_s
     assert "kind: Deployment" in helm3
 
 
+def test_helm3_and_helm4_render_overrides_byte_identically(fixed_secrets):
+    overrides = (
+        *fixed_secrets,
+        "ingest.probes.liveness.exec.command={cat,/tmp/alive}",
+        "opsWorker.probes.startup.enabled=false",
+        "evaluator.replicas=3",
+        "postgresql.auth.existingSecret=db",
+    )
+    assert _template(3, overrides) == _template(4, overrides)
+
+
 def test_helm3_and_helm4_default_renders_differ_only_in_generated_secrets(default_renders):
     def without_secret_data(docs: list[dict]) -> list[dict]:
         return [

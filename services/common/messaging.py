@@ -228,7 +228,8 @@ class PullConsumer:
                                                           timeout=FETCH_TIMEOUT_SECONDS)
             except NATS_TROUBLE:
                 continue  # nothing within the timeout, or NATS away (the link reconnects)
-            yield messages
+            if messages:  # a pull can end with a status and no messages
+                yield messages
 
     def stop(self) -> None:
         self._stopping = True

@@ -85,7 +85,7 @@ class IngestPipeline:
         """Up to batch_size messages: a full batch at once, a partial one after the flush
         interval. Empty only when stopping with nothing left."""
         size = self._config.batch_size
-        if not self._carry:
+        while not self._carry:
             first = await self._get(wait=None)
             if first is None:
                 return []

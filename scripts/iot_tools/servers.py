@@ -228,8 +228,10 @@ class PostgresServer:
             "shared_buffers": "256MB", "log_min_messages": "warning",
         }
         if not self.durable:
-            settings.update({"fsync": "off", "synchronous_commit": "off",
-                             "full_page_writes": "off"})
+            # Survives a killed server (written WAL stays in the page cache), not a machine
+            # crash. synchronous_commit stays on: with it off, a commit is acknowledged before
+            # its WAL leaves shared memory, and a SIGKILL loses acknowledged (and acked) rows.
+            settings.update({"fsync": "off", "full_page_writes": "off"})
         args = [str(_postgres_bin() / "postgres"), "-D", str(self.datadir)]
         for key, value in settings.items():
             args += ["-c", f"{key}={value}"]
@@ -268,12 +270,22 @@ class PostgresServer:
             raise RuntimeError(f"psql failed: {proc.stderr.strip()}")
         return proc.stdout
 
+    def freeze(self) -> None:
+        """SIGSTOP to the postmaster and every backend (they share its process group): the
+        server keeps its TCP connections open and answers nothing until `thaw()`."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGCONT)
+
     def stop(self, mode: str = "fast") -> None:
         """Shut down: 'fast' (SIGINT: backends end, connections close), 'kill' (SIGKILL)."""
         if self.process is None or self.process.poll() is not None:
             self.process = None
             return
-        self.process.send_signal(signal.SIGCONT)
+        os.killpg(self.process.pid, signal.SIGCONT)  # a frozen server cannot shut down
         if mode == "kill":
             os.killpg(self.process.pid, signal.SIGKILL)
         else:

@@ -81,7 +81,7 @@ EXPECTED_PROBES = {
         "startup": _with(STARTUP, **_http("/healthz", 8222), failureThreshold=60),
     },
     ("iot-postgresql", "postgresql"): {
-        "liveness": _with(LIVENESS, **PG_ISREADY),
+        "liveness": _with(LIVENESS, tcpSocket={"port": 5432}),
         "readiness": _with(READINESS, **PG_ISREADY),
         "startup": _with(STARTUP, **PG_ISREADY, timeoutSeconds=3, failureThreshold=60),
     },

@@ -1,5 +1,6 @@
 """Fixtures of the chart tests: the real `helm` binaries (iot_tools.helm), renders parsed once
-per session, a structural diff of two renders, and offline Kubernetes schema validation.
+per session, a structural diff of two renders, and offline Kubernetes schema validation
+(iot_tools.kube).
 
 Helpers are handed out as fixtures because pytest runs with --import-mode=importlib, where test
 modules cannot import each other.
@@ -7,12 +8,12 @@ modules cannot import each other.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from iot_tools import helm
+from iot_tools.kube import kube_errors
 
 # Helm majors every render-level test runs under.
 MAJORS = (3, 4)
@@ -25,10 +26,6 @@ FIXED_SECRETS = (
     "emqx.auth.nodeCookie=emqx-test-cookie-3",
     "emqx.auth.dashboardPassword=emqx-test-password-4",
 )
-
-# Kubernetes versions the rendered objects must validate against: oldest supported and newest
-# that kubernetes-validate ships.
-KUBE_VERSIONS = ("1.30.0", "1.37.0")
 
 PROBE_FIELDS = {
     "liveness": "livenessProbe",
@@ -112,48 +109,6 @@ def container_probes(docs: list[dict]) -> dict[tuple[str, str], dict[str, dict]]
 @pytest.fixture(scope="session")
 def probes_of() -> Callable[[list[dict]], dict[tuple[str, str], dict[str, dict]]]:
     return container_probes
-
-
-@functools.cache
-def _kube_validator(version: str, kind: str, api_version: str):
-    """A strict validator of one kind from kubernetes-validate's bundled schemas (loaded once)."""
-    import re
-
-    import jsonschema
-    import referencing
-    from kubernetes_validate import utils
-
-    directory = f"kubernetes-json-schema/v{version}-local-strict"
-    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
-    schema = utils.schema_contents(f"{directory}/{kind.lower()}-{group_version}.json", version)
-    definitions = _kube_definitions(version)
-    registry = referencing.Registry().with_resources(
-        [
-            (schema.get("$id", ""), referencing.Resource.from_contents(schema)),
-            (definitions["$id"], referencing.Resource.from_contents(definitions)),
-        ]
-    )
-    return jsonschema.Draft202012Validator(schema, registry=registry)
-
-
-@functools.cache
-def _kube_definitions(version: str) -> dict:
-    from kubernetes_validate import utils
-
-    return utils.schema_contents(
-        f"kubernetes-json-schema/v{version}-local-strict/_definitions.json", version
-    )
-
-
-def kube_errors(doc: dict, version: str) -> list[str]:
-    """Strict-mode schema errors of one object against one Kubernetes version (unknown fields
-    are errors)."""
-    validator = _kube_validator(version, doc["kind"], doc["apiVersion"])
-    return [
-        f"{doc['kind']}/{doc['metadata']['name']} at {'.'.join(map(str, error.path))}: "
-        f"{error.message}"
-        for error in validator.iter_errors(doc)
-    ]
 
 
 @pytest.fixture(scope="session")

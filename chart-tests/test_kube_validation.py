@@ -8,8 +8,7 @@ import copy
 
 import pytest
 from iot_tools import helm
-
-KUBE_VERSIONS = ("1.30.0", "1.37.0")
+from iot_tools.kube import KUBE_VERSIONS
 
 # A render that switches on the other branches of the templates.
 VARIANT = (

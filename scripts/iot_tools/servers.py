@@ -152,11 +152,11 @@ def _ensure_system_user(name: str) -> pwd.struct_passwd:
 
 
 def _ensure_traversable(path: Path) -> None:
-    """Let another user reach `path`: add o+x on every ancestor that lacks it."""
+    """Let another user reach `path`: add o+x (search, not listing) where it is missing."""
     for ancestor in [path, *path.parents]:
         mode = ancestor.stat().st_mode
         if not mode & stat.S_IXOTH:
-            ancestor.chmod(mode | stat.S_IXOTH | stat.S_IROTH)
+            ancestor.chmod(mode | stat.S_IXOTH)
 
 
 @dataclass

@@ -36,6 +36,8 @@ PING_INTERVAL_SECONDS = 2
 MAX_OUTSTANDING_PINGS = 2
 CONNECT_TIMEOUT_SECONDS = 2
 RECONNECT_WAIT_SECONDS = 0.5
+# What talking to NATS can raise when it is away or slow (not bugs).
+NATS_TROUBLE = (nats.errors.Error, TimeoutError, OSError)
 
 
 class NatsLink:
@@ -87,10 +89,14 @@ class NatsLink:
         return CheckResult.failing("connecting")
 
     async def close(self) -> None:
-        if self.client.is_connected:
-            await self.client.flush(timeout=2)
-        if not self.client.is_closed:
-            await self.client.close()
+        """Flush what the client still buffers (acks, above all), then close. With NATS away
+        the flush cannot happen; the unsent acks only mean redeliveries."""
+        with contextlib.suppress(*NATS_TROUBLE):
+            if self.client.is_connected:
+                await self.client.flush(timeout=2)
+        with contextlib.suppress(*NATS_TROUBLE):
+            if not self.client.is_closed:
+                await self.client.close()
 
     async def _on_error(self, error: Exception) -> None:
         # Called on every failed (re)connect attempt: report an outage once, not per try.
@@ -172,8 +178,6 @@ async def ensure_pull_consumer(
     except NotFoundError:
         raise RuntimeError(f"consumer {durable} vanished while binding") from None
 
-
-NATS_TROUBLE = (nats.errors.Error, TimeoutError, OSError)
 FETCH_TIMEOUT_SECONDS = 1.0
 
 

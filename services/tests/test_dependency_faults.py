@@ -114,3 +114,17 @@ def test_health_stops_answering_when_the_event_loop_is_blocked(name, launch, dat
     assert stuck.status is None, "a blocked loop must not look alive"
     # Once the loop runs again the service recovers by itself.
     assert service.wait_status("/health", 200, timeout=15) is not None
+
+
+@pytest.mark.parametrize("name", NATS_USERS)
+def test_sigterm_while_nats_is_down_still_exits_0_within_the_shutdown_budget(
+        name, launch, database, nats_server):
+    service = launch(name, service_env(database, nats_server))
+    service.wait_ready()
+    nats_server.kill()
+    service.wait_status("/ready", 503, timeout=5)
+    started = time.monotonic()
+    service.send(signal.SIGTERM)
+    assert service.process.wait(30) == 0
+    # drain (1 s) + stopping (bounded by one fetch timeout), far inside the 15 s budget
+    assert time.monotonic() - started < 5

@@ -270,22 +270,41 @@ class PostgresServer:
             raise RuntimeError(f"psql failed: {proc.stderr.strip()}")
         return proc.stdout
 
+    def _backend_pids(self) -> list[int]:
+        """The postmaster's children. Each backend calls setsid(), so they are not in the
+        postmaster's process group and killpg would miss them."""
+        assert self.process is not None
+        children = []
+        for stat_file in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                # The fields after the parenthesised command: state, ppid, ...
+                fields = stat_file.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == self.process.pid:
+                    children.append(int(stat_file.parent.name))
+        return children
+
     def freeze(self) -> None:
-        """SIGSTOP to the postmaster and every backend (they share its process group): the
+        """SIGSTOP to the postmaster (so no new backend starts), then to every backend: the
         server keeps its TCP connections open and answers nothing until `thaw()`."""
         assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGSTOP)
+        os.kill(self.process.pid, signal.SIGSTOP)
+        for pid in self._backend_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
         assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGCONT)
+        for pid in self._backend_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        os.kill(self.process.pid, signal.SIGCONT)
 
     def stop(self, mode: str = "fast") -> None:
         """Shut down: 'fast' (SIGINT: backends end, connections close), 'kill' (SIGKILL)."""
         if self.process is None or self.process.poll() is not None:
             self.process = None
             return
-        os.killpg(self.process.pid, signal.SIGCONT)  # a frozen server cannot shut down
+        self.thaw()  # a frozen server cannot shut down
         if mode == "kill":
             os.killpg(self.process.pid, signal.SIGKILL)
         else:

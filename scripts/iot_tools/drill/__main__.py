@@ -1,0 +1,5 @@
+import sys
+
+from iot_tools.drill.cli import main
+
+sys.exit(main())

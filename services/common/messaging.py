@@ -94,7 +94,9 @@ class NatsLink:
         with contextlib.suppress(*NATS_TROUBLE):
             if self.client.is_connected:
                 await self.client.flush(timeout=2)
-        with contextlib.suppress(*NATS_TROUBLE):
+        # close() writes the client's pending buffer; on uvloop, a transport the outage has
+        # already closed raises RuntimeError ("the handler is closed") rather than OSError.
+        with contextlib.suppress(*NATS_TROUBLE, RuntimeError):
             if not self.client.is_closed:
                 await self.client.close()
 

@@ -43,8 +43,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--helm", type=int, choices=(3, 4), default=3,
                    help="Helm major version to render with (default 3)")
     p.add_argument("--time-scale", type=float, default=0.2, metavar="FACTOR",
-                   help="multiply every probe timing, grace period, back-off and scenario "
-                        "duration by FACTOR (default 0.2; 1 = real speed)")
+                   help="multiply every probe timing, the crash-loop back-off and every "
+                        "scenario duration by FACTOR (default 0.2; 1 = real speed); grace "
+                        "periods and the services' own timings stay real")
     p.add_argument("--faults", default=",".join(DEFAULT_FAULTS), metavar="LIST",
                    help="comma-separated faults to play, in order; empty: warm-up only")
     p.add_argument("--slow-start", action="append", default=[], metavar="SERVICE=SECONDS",

@@ -93,8 +93,9 @@ class Drill:
         write(f"probe drill: helm {options.helm_major} template with "
               f"{len(options.values_files)} values file(s) {list(options.values_files)} and "
               f"--set {list(options.set_values)}\n")
-        write(f"time scale {self.scale.factor:g}: probe timings, grace periods, back-off and "
-              "scenario durations × that factor\n")
+        write(f"time scale {self.scale.factor:g}: probe timings, crash-loop back-off and "
+              "scenario durations × that factor (grace periods and the services' own timings "
+              "run at real speed)\n")
         rows = []
         for plan in rendered.containers:
             for kind, spec in plan.probes.items():

@@ -11,6 +11,8 @@ Modelled on pkg/kubelet/prober/worker.go and the runtime manager:
   - a liveness or startup failure puts that worker on hold and restarts the container:
     SIGTERM, SIGKILL after the grace period (the probe's terminationGracePeriodSeconds,
     else the pod's); a process that exits by itself is restarted too (restartPolicy Always);
+    the grace period is NOT time-scaled: it is the budget for the process's own shutdown
+    (drain delay, flush), which runs at real speed;
   - every restart goes through the crash-loop back-off; a new container starts with fresh
     probe results.
 """
@@ -101,7 +103,7 @@ class Container:
     executor: ProbeExecutor
     timeline: Timeline
     scale: TimeScale = field(default_factory=TimeScale)
-    termination_grace: float = 30
+    termination_grace: float = 30  # seconds, real: see the module docstring
     clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
@@ -253,7 +255,7 @@ class Container:
             if grace is None:
                 grace = self.termination_grace
             self._kill(f"{spec.kind} probe failed {spec.failure_threshold}×: "
-                       f"{outcome.detail}", self.scale(grace))
+                       f"{outcome.detail}; SIGTERM, SIGKILL after {grace:g} s", grace)
 
     def _mark_started(self, why: str) -> None:
         self.started = True

@@ -64,11 +64,12 @@ class Limits:
                 self.scale(liveness.period * (liveness.failure_threshold + 1)))
 
     def termination(self, service: str) -> float:
-        """The longest a kill can take: the grace period (a probe's own, if longer)."""
+        """The longest a kill can take: the grace period (a probe's own, if longer), in
+        real seconds like the shutdown it bounds."""
         graces = [self.grace[service], *(p.termination_grace for p in
                                          self.probes[service].values()
                                          if p.termination_grace is not None)]
-        return self.scale(max(graces))
+        return max(graces)
 
     def dependency_hold(self) -> float:
         """How long (values seconds) a dependency stays away: long enough that a liveness

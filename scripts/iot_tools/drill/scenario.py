@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from iot_tools.drill import timeline as events
 from iot_tools.drill.expectations import Checks, ServiceObservation, observe
 from iot_tools.drill.faults import Fault, FaultContext
+from iot_tools.drill.kubelet import State
 from iot_tools.drill.telemetry import TelemetryLedger
 from iot_tools.drill.timeline import Timeline
 
@@ -109,7 +110,8 @@ class Scenario:
         limits = self.context.limits
         containers = self.context.containers
         deadline = launched_at + max(limits.started_and_ready(s) for s in containers)
-        if await self._wait(self._all_ready, deadline):
+        await self._wait(lambda: self._all_ready() or self._start_up_failed(), deadline)
+        if self._all_ready():
             self.timeline.record(events.PHASE, "every service Ready")
             await asyncio.sleep(self._scale(self.settings.warmup))
         phase = self._close(WARM_UP, "start-up: every service started and Ready, no restarts",
@@ -186,6 +188,16 @@ class Scenario:
 
     def _all_ready(self) -> bool:
         return all(container.ready for container in self.context.containers.values())
+
+    def _start_up_failed(self) -> bool:
+        """Some container restarted during start-up (the warm-up has failed: no need to
+        wait longer) and every other one is Ready (nothing left to observe)."""
+        restarted = {name for name, container in self.context.containers.items()
+                     if container.restarts
+                     or container.state in (State.TERMINATING, State.BACKOFF)}
+        return bool(restarted) and all(container.ready for name, container in
+                                       self.context.containers.items()
+                                       if name not in restarted)
 
     def _relaunched_since(self, service: str, since: float) -> bool:
         return bool(self.timeline.between(since, self.timeline.now(), kind=events.LAUNCHED,

@@ -1,10 +1,11 @@
 """One factor for every timing the drill controls, so that a scenario runs fast while its
 ratios stay those of the values.
 
-Scaled: probe timings (initialDelay, period, timeout), terminationGracePeriodSeconds (the
-kubelet's restart timing), the crash-loop back-off and every scenario duration. Not scaled:
-what the services do by themselves (reconnect back-off, DB check interval, drain delay,
-JetStream ack wait) — that is the real behaviour under test, and it runs at real speed.
+Scaled: probe timings (initialDelay, period, timeout), the crash-loop back-off and every
+scenario duration. Not scaled: what the services do by themselves (reconnect back-off, DB
+check interval, drain delay, JetStream ack wait) — that is the real behaviour under test,
+and it runs at real speed — and so neither terminationGracePeriodSeconds, the budget for
+the process's own shutdown: a scaled grace would SIGKILL a healthy process mid-drain.
 """
 
 from __future__ import annotations

@@ -35,5 +35,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The probe drill (scripts/iot_tools/drill; README "Probe drill"). VALUES: values files,
+# SET: --set assignments (both space-separated); TIME_SCALE multiplies every probe timing,
+# the crash-loop back-off and scenario duration (1 = real speed); DRILL_ARGS: more options
+# (`.venv/bin/python -m iot_tools.drill --help`).
+VALUES     ?=
+SET        ?=
+TIME_SCALE ?= 0.2
+REPORT     ?= demo-report.json
+DRILL_ARGS ?=
+
+demo: tools  ## the probe drill: faults against the live platform, probes as the kubelet runs them
+	$(PY) -m iot_tools.drill $(foreach file,$(VALUES),--values '$(file)') \
+	  $(foreach assignment,$(SET),--set '$(assignment)') \
+	  --time-scale $(TIME_SCALE) --report '$(REPORT)' $(DRILL_ARGS)
+
 clean:  ## remove the venv, the tools and caches
 	rm -rf $(VENV) $(TOOLS_DIR) .pytest_cache .ruff_cache

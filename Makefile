@@ -35,6 +35,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+bench: tools  ## benchmarks on the real stack (~6 min): prints the table, writes docs/benchmarks.md
+	$(PY) -m iot_tools.bench $(BENCH_ARGS)
+
 # The probe drill (scripts/iot_tools/drill; README "Probe drill"). VALUES: values files,
 # SET: --set assignments (both space-separated); TIME_SCALE multiplies every probe timing,
 # the crash-loop back-off and scenario duration (1 = real speed); DRILL_ARGS: more options

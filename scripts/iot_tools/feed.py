@@ -17,11 +17,14 @@ from services.common.messaging import TELEMETRY, ensure_stream
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def reading(index: int, devices: int = 20, metric_value: float | None = None) -> dict:
-    """Reading number `index`: unique (device_id, ts) for every index."""
+def reading(
+    index: int, devices: int = 20, metric_value: float | None = None, epoch: datetime = EPOCH
+) -> dict:
+    """Reading number `index`: unique (device_id, ts) for every index. Pass a recent `epoch`
+    when ops_worker runs alongside: it prunes readings older than its retention."""
     return {
         "device_id": f"dev-{index % devices:04d}",
-        "ts": (EPOCH + timedelta(milliseconds=index)).isoformat().replace("+00:00", "Z"),
+        "ts": (epoch + timedelta(milliseconds=index)).isoformat().replace("+00:00", "Z"),
         "metrics": {"temperature": metric_value if metric_value is not None
                     else 20 + (index % 100) / 10, "humidity": 40 + index % 30},
     }

@@ -56,7 +56,8 @@ def wait_until(
 
 
 class ServiceProcess:
-    """`python -m services.<name>` with the given environment, stderr to a log file."""
+    """`python -m services.<name>` (or another `module`) with the given environment, stderr
+    to a log file."""
 
     def __init__(
         self,
@@ -66,8 +67,10 @@ class ServiceProcess:
         *,
         port: int | None = None,
         python: str = sys.executable,
+        module: str | None = None,
     ) -> None:
         self.name = name
+        self.module = module or f"services.{name}"
         self.port = port or free_port()
         self.env = {**env, "HEALTH_PORT": str(self.port)}
         self.log_path = log_dir / f"{name}-{self.port}.log"
@@ -78,7 +81,7 @@ class ServiceProcess:
         environment = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [self._python, "-m", f"services.{self.name}"],
+                [self._python, "-m", self.module],
                 env=environment, stdout=log, stderr=log, start_new_session=True,
             )
         return self

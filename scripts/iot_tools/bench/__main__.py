@@ -1,0 +1,3 @@
+from iot_tools.bench.cli import main
+
+raise SystemExit(main())

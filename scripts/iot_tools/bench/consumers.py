@@ -1,0 +1,119 @@
+"""The two reference consumers of the throughput comparison, each run as its own process
+(uvloop, like the services) on a durable consumer of its own over the same stream, with
+ingest_iot's settings (batch size, ack wait, ack-pending limit, payload limit) read from the
+same environment the service gets:
+
+  ceiling     fetch and ack, nothing else: the most a nats-py pull consumer moves;
+  one-insert  one INSERT (its own transaction, autocommit) per message, then that message's
+              ack: the naive writer, with ingest_iot's ack-after-commit guarantee.
+
+`python -m iot_tools.bench.consumers {ceiling,one-insert} --durable NAME --messages N`
+prints one JSON line: {"messages": …, "seconds": …, "rate": …}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import nats
+import uvloop
+from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
+
+from services.common.config import Env
+from services.common.messaging import TELEMETRY, ensure_pull_consumer, settle
+from services.ingest_iot.config import IngestConfig
+from services.ingest_iot.telemetry import Reading, parse_reading
+
+INSERT_ONE = """
+INSERT INTO telemetry (device_id, ts, metrics) VALUES ($1, $2, $3::jsonb)
+ON CONFLICT (device_id, ts) DO NOTHING
+"""
+
+Handle = Callable[[list[Msg]], Awaitable[None]]
+
+
+async def _ack_only(batch: list[Msg]) -> None:
+    await settle(batch, lambda message: message.ack())
+
+
+def _insert_each(connection: asyncpg.Connection, max_payload_bytes: int) -> Handle:
+    async def handle(batch: list[Msg]) -> None:
+        for message in batch:
+            outcome = parse_reading(message.data, max_payload_bytes)
+            if isinstance(outcome, Reading):
+                await connection.execute(INSERT_ONE, outcome.device_id, outcome.ts,
+                                         outcome.metrics_json)
+            await message.ack()  # after its row is committed, as ingest_iot does per batch
+
+    return handle
+
+
+async def consume(
+    config: IngestConfig, durable: str, messages: int, handle: Handle
+) -> dict[str, float]:
+    """Pull `messages` from a fresh durable consumer; rate over the steady part: from the
+    first fetch's return to the last ack flushed, not counting that first batch."""
+    connection = await nats.connect(config.nats_url)
+    try:
+        js = connection.jetstream()
+        with contextlib.suppress(NotFoundError):
+            await js.delete_consumer(TELEMETRY.name, durable)
+        subscription = await ensure_pull_consumer(
+            js, TELEMETRY, durable, ack_wait=config.ack_wait,
+            max_ack_pending=config.max_ack_pending)
+        done, first_batch, started = 0, 0, 0.0
+        while done < messages:
+            try:
+                size = min(config.batch_size, messages - done)
+                batch = await subscription.fetch(size, timeout=1)
+            except TimeoutError:
+                continue
+            if not first_batch:
+                first_batch, started = len(batch), time.monotonic()
+            await handle(batch)
+            done += len(batch)
+        await connection.flush()
+        seconds = time.monotonic() - started
+        await js.delete_consumer(TELEMETRY.name, durable)
+    finally:
+        await connection.close()
+    return {"messages": done, "seconds": seconds,
+            "rate": (done - first_batch) / seconds if seconds > 0 else 0.0}
+
+
+async def _main(kind: str, durable: str, messages: int) -> dict[str, float]:
+    config = IngestConfig.from_env(Env())
+    if kind == "ceiling":
+        return await consume(config, durable, messages, _ack_only)
+    database = await asyncpg.connect(config.database.url)
+    try:
+        return await consume(config, durable, messages,
+                             _insert_each(database, config.max_payload_bytes))
+    finally:
+        await database.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m iot_tools.bench.consumers",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("kind", choices=("ceiling", "one-insert"))
+    parser.add_argument("--durable", required=True)
+    parser.add_argument("--messages", type=int, required=True)
+    args = parser.parse_args(argv)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        result = runner.run(_main(args.kind, args.durable, args.messages))
+    json.dump(result, sys.stdout)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

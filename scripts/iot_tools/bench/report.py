@@ -1,0 +1,221 @@
+"""The tables of a run, as Markdown: printed by the harness and written to
+docs/benchmarks.md (with the run's context and how each figure was measured)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from iot_tools.bench.cpu import HARNESS
+from iot_tools.bench.labels import (
+    BARE_LABEL,
+    CEILING,
+    COMMIT_ONLY,
+    IDLE,
+    INGEST,
+    LOAD,
+    ONE_INSERT,
+    VALIDATION_ONLY,
+)
+from iot_tools.bench.method import method
+from iot_tools.bench.results import Results
+from iot_tools.bench.stats import median
+from iot_tools.bench.targets import evaluate
+from iot_tools.services import SERVICES
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def targets_table(results: Results) -> str:
+    return table(("target", "figure", "limit", "verdict"),
+                 [(v.target, v.figure, v.limit, "**met**" if v.met else "**MISSED**")
+                  for v in evaluate(results)])
+
+
+def latency_table(results: Results) -> str:
+    bare = {condition: results.latency_of(condition, BARE_LABEL) for condition in (IDLE, LOAD)}
+    rows = []
+    for label in results.latency[IDLE]:
+        cells: list[object] = [label.replace(BARE_LABEL, f"{BARE_LABEL} (baseline)")]
+        for condition in (IDLE, LOAD):
+            figure = results.latency_of(condition, label)
+            failures = results.latency_failures.get(condition, {}).get(label, 0)
+            cells += [f"{figure.p50_ms:.2f}", f"{figure.p99_ms:.2f}",
+                      f"{figure.p99_ms / bare[condition].p99_ms:.1f}x",
+                      f"{figure.samples}" + (f" ({failures} unanswered)" if failures else "")]
+        rows.append(cells)
+    return table(("endpoint", "idle p50 ms", "idle p99 ms", "p99 ÷ bare", "samples",
+                  "load p50 ms", "load p99 ms", "p99 ÷ bare", "samples"), rows)
+
+
+def throughput_table(results: Results) -> str:
+    ingest = results.rate(INGEST)
+    rows = []
+    for variant, runs in results.throughput.items():
+        rate = results.rate(variant)
+        rows.append((variant, f"{rate:,.0f}", f"{rate / ingest:.2f}",
+                     ", ".join(f"{run.rate:,.0f}" for run in runs),
+                     f"{runs[0].messages:,}"))
+    return table(("variant", "median msg/s", "÷ ingest_iot", "every run (msg/s)",
+                  "messages per run"), rows)
+
+
+def _seconds(values: Sequence[float | None]) -> tuple[str, str]:
+    if any(value is None for value in values):
+        return "—", "never"
+    present = [value for value in values if value is not None]
+    return f"{median(present):.2f}", f"{max(present):.2f}"
+
+
+def faults_table(results: Results) -> str:
+    rows = []
+    for fault, timings in results.faults.items():
+        start = median(timings.dependency_start)
+        for name in timings.detection:
+            rows.append((fault, name, *_seconds(timings.detection[name]),
+                         *_seconds(timings.recovery[name]),
+                         f"{start:.2f}" if start else "— (SIGCONT)",
+                         len(timings.detection[name])))
+    return table(("fault", "service", "detection median s", "max s", "recovery median s",
+                  "max s", "dependency start-up s (median)", "repeats"), rows)
+
+
+def memory_table(results: Results) -> str:
+    idle, load = results.rss["idle"], results.rss["under load"]
+    return table(("service", "idle RSS MB", "idle peak MB", "peak under load MB"),
+                 [(name, f"{idle[name].current_mb:.0f}", f"{idle[name].peak_mb:.0f}",
+                   f"{load[name].peak_mb:.0f}") for name in idle])
+
+
+def chart_table(results: Results) -> str:
+    rows = []
+    for major in sorted({timing.helm for timing in results.chart}):
+        runs = [timing for timing in results.chart if timing.helm == major]
+        rows.append((f"Helm {major}", f"{median([t.wall_s for t in runs]):.2f}",
+                     f"{median([t.template_s for t in runs]):.3f}",
+                     f"{median([t.parse_s for t in runs]):.3f}",
+                     f"{median([t.validate_s for t in runs]):.3f}",
+                     f"{runs[0].objects} x {runs[0].kube_versions}", len(runs)))
+    return table(("render", "wall s (fresh process)", "helm template s", "YAML parse s",
+                  "strict validation s", "objects x Kubernetes versions", "repeats"), rows)
+
+
+def _cores(results: Results, variant: str) -> dict[str, float]:
+    runs = results.throughput[variant]
+    return {name: median([run.cores[name] for run in runs]) for name in runs[0].cores}
+
+
+def _bound(cores: dict[str, float], cpus: int) -> str:
+    """What the CPU figures say limits ingest (judged on this run's figures)."""
+    loop = cores[INGEST]
+    if loop >= 0.9:
+        return (f"ingest_iot's single event loop is busy {loop * 100:.0f} % of the time: ingest "
+                "is bound by its own process's CPU, and there mostly by the NATS client's "
+                "per-message work (fetch and ack), not by PostgreSQL")
+    if cores["machine"] >= 0.9 * cpus:
+        return (f"the machine's {cpus} cores are saturated ({cores['machine']:.2f} busy): "
+                "ingest competes with NATS and PostgreSQL for CPU")
+    return (f"neither ingest_iot's loop ({loop * 100:.0f} % busy) nor the machine is "
+            "saturated: ingest waits on its dependencies' latency")
+
+
+def probe_cost(results: Results) -> str:
+    splits = results.probe_splits()
+    share = results.probing_ratio()
+    cost = results.probe_cpu
+    services = sum(cost[name] for name in SERVICES)
+    attributed = services + cost[HARNESS] + cost["nats-server"] + cost["postgresql"]
+    loop = _cores(results, INGEST)[INGEST]
+    s = results.settings
+    return f"""\
+- Probe traffic ({results.probe_rate:.1f} probes/s, {s['probe_factor']:g}x the kubelet's \
+rate) switched on and off every {s['probe_block']:g} s within each run: rate while on ÷ rate \
+while off, all windows pooled, {share:.3f}: a cost of {(1 - share) * 100:+.1f} % \
+({sum(x.on_seconds for x in splits):.1f} s on, {sum(x.off_seconds for x in splits):.1f} s off; \
+per run {", ".join(f"{split.ratio:.3f}" for split in splits)}). The same traffic, measured on \
+the idle stack, costs {attributed * 1000:.1f} ms of CPU per second ({attributed * 100:.2f} % \
+of one core): the prober, i.e. the kubelet's side with pg_isready, {cost[HARNESS] * 1000:.1f}; \
+the five services {services * 1000:.1f}, of which ingest_iot {cost[INGEST] * 1000:.2f} \
+({cost[INGEST] / loop * 100:.2f} % of its busy loop while ingesting); nats-server \
+{cost['nats-server'] * 1000:.1f}; PostgreSQL {cost['postgresql'] * 1000:.1f} (every \
+pg_isready and TCP probe is a new connection). Machine-wide busy time rose by \
+{cost['machine'] * 1000:.1f} ms per second (kernel network work and anything else running)."""
+
+
+def ratios(results: Results) -> str:
+    ingest, batch = results.rate(INGEST), results.batch_size
+    cores = _cores(results, INGEST)
+    others = sum(value for name, value in cores.items()
+                 if name not in {INGEST, "postgresql", "nats-server", "machine"})
+    cpus = int(results.machine.get("cpus", "0") or 0)
+
+    def per_batch(variant: str) -> float:
+        return batch / results.rate(variant) * 1000
+
+    loop = per_batch(CEILING) + per_batch(VALIDATION_ONLY)
+    return f"""\
+- ingest_iot moves {ingest / results.rate(CEILING) * 100:.0f} % of what a bare fetch-and-ack \
+consumer moves, and {ingest / results.rate(ONE_INSERT):.1f}x what a one-INSERT-per-message \
+writer commits.
+{probe_cost(results)}
+- Where a batch of {batch} messages goes (median rates of this run): ingest_iot needs \
+{per_batch(INGEST):.1f} ms for it end to end. Measured alone: fetching and acking it \
+{per_batch(CEILING):.1f} ms (the ceiling consumer), validating it \
+{per_batch(VALIDATION_ONLY):.1f} ms, committing it {per_batch(COMMIT_ONLY):.1f} ms (one \
+statement: PostgreSQL plus asyncpg's encoding). Fetch, ack and validation run on ingest_iot's \
+one event loop: {loop:.1f} ms, {loop / per_batch(INGEST) * 100:.0f} % of its time per batch; \
+the commit runs in PostgreSQL while the fetcher pulls the next batch.
+- CPU while ingest_iot drains the stream (cores busy, median of its runs): ingest_iot \
+{cores[INGEST]:.2f}, PostgreSQL {cores['postgresql']:.2f}, nats-server \
+{cores['nats-server']:.2f}, the other four services {others:.2f}; the whole machine \
+{cores['machine']:.2f} of {cpus}. So {_bound(cores, cpus)}."""
+
+
+def tables(results: Results) -> str:
+    return "\n\n".join([
+        "### Targets\n\n" + targets_table(results),
+        "### Probe latency (new TCP connection per probe, as the kubelet)\n\n"
+        + latency_table(results),
+        "### Ingest throughput (JetStream → committed rows, ack after commit)\n\n"
+        + throughput_table(results) + "\n\n" + ratios(results),
+        "### Detection and recovery (/ready)\n\n" + faults_table(results),
+        "### Memory (resident set size)\n\n" + memory_table(results),
+        "### The chart\n\n" + chart_table(results),
+    ])
+
+
+def document(results: Results) -> str:
+    machine = table(("", ""), list(results.machine.items()))
+    load = ", ".join(f"{value:.2f}" for value in results.load_average)
+    others = ("none" if not results.others_running
+              else "; ".join(f"`{line[:100]}`" for line in results.others_running))
+    return f"""# Benchmarks
+
+Measured by `make bench` (`python -m iot_tools.bench`): the real stack on one machine —
+PostgreSQL with its default durability (fsync on, synchronous commit), NATS with JetStream, the
+five services as real processes — every comparison side by side in the same run. Reproduce
+with `make bench` from a clone; figures vary with the machine and with anything else running.
+
+| run | |
+|---|---|
+| command | `{results.command}` |
+| date | {results.started_at} |
+| duration | {results.duration_s / 60:.1f} min |
+| load average at start (1, 5, 15 min) | {load} |
+| other tests, services or servers running at start | {others} |
+
+## Machine
+
+{machine}
+
+## Results
+
+{tables(results)}
+
+## How each figure was measured
+
+{method(results)}
+"""

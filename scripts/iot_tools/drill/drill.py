@@ -90,9 +90,10 @@ class Drill:
     def _print_plan(self, rendered: RenderedPlatform, platform: LocalPlatform) -> None:
         options = self.options
         write = self.stream.write
-        write(f"probe drill: helm {options.helm_major} template with "
-              f"{len(options.values_files)} values file(s) {list(options.values_files)} and "
-              f"--set {list(options.set_values)}\n")
+        overrides = [*(f"--values {f}" for f in options.values_files),
+                     *(f"--set {s}" for s in options.set_values)]
+        write(f"probe drill: helm {options.helm_major} template "
+              f"{' '.join(overrides) or '(default values)'}\n")
         write(f"time scale {self.scale.factor:g}: probe timings, crash-loop back-off and "
               "scenario durations × that factor (grace periods and the services' own timings "
               "run at real speed)\n")
@@ -127,7 +128,7 @@ class Drill:
         pool = ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="probe")
         feed: SteadyFeed | None = None
         tasks: list[asyncio.Task] = []
-        _cancel_on_sigterm()
+        _cancel_on_signals()
         try:
             await asyncio.to_thread(platform.start_servers)
             await asyncio.to_thread(platform.migrate)
@@ -155,7 +156,9 @@ class Drill:
             launched_at = self.timeline.now()
             tasks = [asyncio.create_task(c.run(), name=n) for n, c in self.containers.items()]
             tasks += [asyncio.create_task(counters.run()), asyncio.create_task(view.run())]
-            self.result = await scenario.run(launched_at)
+            # The scenario fills this result as it goes: an interruption keeps what it has.
+            self.result = scenario.result
+            await scenario.run(launched_at)
             exit_code = EXIT_OK if self.result.ok else EXIT_EXPECTATION_FAILED
         except asyncio.CancelledError:
             self.interrupted = True
@@ -164,7 +167,8 @@ class Drill:
             with _sigint_ignored():
                 await self._stop(tasks, feed, platform, pool)
         keep = self.options.keep_workdir or exit_code != EXIT_OK
-        print_closing(self.result, self.timeline, limits, self.stream)
+        print_closing(self.result, self.timeline, limits, self.stream,
+                      interrupted=self.interrupted)
         self._write_report(started_at, limits, platform, rendered, exit_code=exit_code,
                            keep=keep)
         if not keep:
@@ -219,11 +223,15 @@ class Drill:
         self.stream.write(f"report written to {self.options.report}\n")
 
 
-def _cancel_on_sigterm() -> None:
-    """SIGTERM (e.g. from a CI timeout) stops the drill the way Ctrl-C does."""
+def _cancel_on_signals() -> None:
+    """Ctrl-C and SIGTERM (e.g. a CI timeout) stop the drill and what it started. SIGINT is
+    handled explicitly: a shell starts background jobs with SIGINT ignored, and an ignored
+    SIGINT would leave the platform running."""
     task = asyncio.current_task()
     assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
 
 
 @contextlib.contextmanager

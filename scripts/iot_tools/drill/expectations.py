@@ -43,11 +43,11 @@ class ServiceObservation:
 
     def as_json(self) -> dict:
         return {
-            "not_ready_after": _round(self.not_ready_after),
-            "ready_again_after": _round(self.ready_again_after),
+            "not_ready_after": rounded(self.not_ready_after),
+            "ready_again_after": rounded(self.ready_again_after),
             "ready_at_end": self.ready_at_end,
             "restarts": self.restarts,
-            "first_restart_after": _round(self.first_restart_after),
+            "first_restart_after": rounded(self.first_restart_after),
             "probes": {kind: stats.as_json() for kind, stats in self.probes.items()},
         }
 
@@ -183,5 +183,6 @@ def _seconds(value: float | None) -> str:
     return "never" if value is None else f"{value:.1f} s"
 
 
-def _round(value: float | None) -> float | None:
+def rounded(value: float | None) -> float | None:
+    """Seconds to the millisecond for the report (None stays None)."""
     return None if value is None else round(value, 3)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TextIO
 
 from iot_tools.drill.display import format_event, format_table
+from iot_tools.drill.expectations import rounded
 from iot_tools.drill.kubelet import Container
 from iot_tools.drill.limits import Limits
 from iot_tools.drill.scenario import PhaseResult, ScenarioResult
@@ -57,7 +58,7 @@ def summary_lines(result: ScenarioResult, limits: Limits) -> list[str]:
 
 
 def print_closing(result: ScenarioResult, timeline: Timeline, limits: Limits,
-                  stream: TextIO) -> None:
+                  stream: TextIO, *, interrupted: bool = False) -> None:
     write = stream.write
     write("\ntimeline (seconds since the drill started):\n")
     for event in timeline.events:
@@ -68,8 +69,12 @@ def print_closing(result: ScenarioResult, timeline: Timeline, limits: Limits,
     for line in summary_lines(result, limits):
         write(f"  {line}\n")
     account = result.telemetry
-    write(f"\ntelemetry: {account.published} readings published, {account.telemetry_rows} "
-          f"stored, {account.quarantine_rows} quarantined, {account.lost} lost\n")
+    if interrupted:
+        write("\ntelemetry: not accounted (interrupted)\n")
+    else:
+        write(f"\ntelemetry: {account.published} readings published, "
+              f"{account.telemetry_rows} stored, {account.quarantine_rows} quarantined, "
+              f"{account.lost} lost\n")
     failed = [verdict for phase in result.phases for verdict in phase.checks.verdicts
               if not verdict.ok]
     total = sum(len(phase.checks.verdicts) for phase in result.phases)
@@ -136,7 +141,7 @@ def build_report(*, result: ScenarioResult, timeline: Timeline, limits: Limits,
             "telemetry_rows": result.telemetry.telemetry_rows,
             "quarantine_rows": result.telemetry.quarantine_rows,
             "lost": result.telemetry.lost,
-            "caught_up_after": result.telemetry.caught_up_after,
+            "caught_up_after": rounded(result.telemetry.caught_up_after),
         },
         "timeline": [event.as_json() for event in timeline.events],
         "workdir": workdir,

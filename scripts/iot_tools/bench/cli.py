@@ -8,9 +8,12 @@ import sys
 from pathlib import Path
 
 from iot_tools.bench.report import document, tables
+from iot_tools.bench.results import Results
 from iot_tools.bench.run import run, stderr_log
 from iot_tools.bench.settings import FULL, QUICK
 from iot_tools.helm import REPO_ROOT
+
+DOC = REPO_ROOT / "docs" / "benchmarks.md"
 
 DESCRIPTION = """\
 Starts the real stack (durable PostgreSQL, NATS JetStream, the five services) and measures
@@ -30,15 +33,21 @@ def main(argv: list[str] | None = None) -> int:
                              "full run, none for --quick)")
     parser.add_argument("--json", type=Path, default=REPO_ROOT / "bench-results.json",
                         help="raw figures (default: %(default)s)")
+    parser.add_argument("--from-json", type=Path, default=None, metavar="JSON",
+                        help="measure nothing: render the tables (and --doc) from the raw "
+                             "figures of an earlier run")
     args = parser.parse_args(argv)
-    command = "python -m iot_tools.bench" + (" " + shlex.join(argv or sys.argv[1:])
-                                             if (argv or sys.argv[1:]) else "")
-    results = run(QUICK if args.quick else FULL, command, stderr_log)
+    if args.from_json:
+        results = Results.read_json(args.from_json)
+    else:
+        arguments = sys.argv[1:] if argv is None else argv
+        command = " ".join(["python -m iot_tools.bench", *map(shlex.quote, arguments)])
+        results = run(QUICK if args.quick else FULL, command, stderr_log)
+        results.write_json(args.json)
     print(tables(results))
-    results.write_json(args.json)
-    doc = args.doc or (None if args.quick else REPO_ROOT / "docs" / "benchmarks.md")
+    doc = args.doc or (None if args.quick or args.from_json else DOC)
     if doc is not None:
         doc.parent.mkdir(parents=True, exist_ok=True)
         doc.write_text(document(results))
-        stderr_log(f"wrote {doc} and {args.json}")
+        stderr_log(f"wrote {doc}")
     return 0

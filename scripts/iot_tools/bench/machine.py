@@ -9,6 +9,8 @@ from pathlib import Path
 
 from iot_tools.servers import _executable, _postgres_bin
 
+LOGICAL_CPUS = "logical CPUs"
+
 
 def _first(path: str, key: str) -> str:
     try:
@@ -39,12 +41,12 @@ def _filesystem(path: Path) -> str:
 def describe(workdir: Path) -> dict[str, str]:
     memory_kb = int(_first("/proc/meminfo", "MemTotal").split()[0])
     return {
-        "cpu": _first("/proc/cpuinfo", "model name"),
-        "cpus": str(os.cpu_count()),
+        "CPU": _first("/proc/cpuinfo", "model name"),
+        LOGICAL_CPUS: str(os.cpu_count()),
         "memory": f"{memory_kb / 1024 / 1024:.1f} GiB",
-        "os": f"{_first('/etc/os-release', 'PRETTY_NAME')}, kernel {platform.release()}",
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "nats_server": _version([str(_executable("nats-server")), "--version"]),
-        "postgresql": _version([str(_postgres_bin() / "postgres"), "--version"]),
-        "data_filesystem": _filesystem(workdir),
+        "OS": f"{_first('/etc/os-release', 'PRETTY_NAME')}, kernel {platform.release()}",
+        "Python": f"{platform.python_implementation()} {platform.python_version()}",
+        "nats-server": _version([str(_executable("nats-server")), "--version"]),
+        "PostgreSQL": _version([str(_postgres_bin() / "postgres"), "--version"]),
+        "filesystem of the data": _filesystem(workdir),
     }

@@ -20,6 +20,7 @@ import yaml
 from iot_tools.bench import cpu
 from iot_tools.bench.background import Background
 from iot_tools.bench.stack import Stack
+from iot_tools.bench.windows import Window, alternating
 from iot_tools.helm import CHART_DIR
 from iot_tools.servers import _postgres_bin
 from iot_tools.services import http_get
@@ -80,15 +81,6 @@ def kubelet_schedule(stack: Stack, factor: float) -> list[ScheduledProbe]:
                                    _period(values, "postgresql", "liveness") / factor,
                                    _tcp(stack.postgres.port)))
     return schedule
-
-
-@dataclass(frozen=True)
-class Window:
-    """A stretch of wall-clock time (epoch seconds, comparable with PostgreSQL's now())."""
-
-    start: float
-    end: float
-    probing: bool
 
 
 class ProbeTraffic(Background):
@@ -154,8 +146,7 @@ class ProbeTraffic(Background):
                 heapq.heappush(due, (at + probe.period, index))
         if length is not None:
             blocks = math.ceil((time.monotonic() - began) / length)
-            self.windows = [Window(epoch + block * length, epoch + (block + 1) * length,
-                                   self._on(block)) for block in range(blocks)]
+            self.windows = alternating(epoch, length, blocks, self._start_on)
 
 
 def _quietly(run: Callable[[], object]) -> None:

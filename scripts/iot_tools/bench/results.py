@@ -14,7 +14,8 @@ from iot_tools.bench.labels import INGEST_PROBED
 from iot_tools.bench.latency import Percentiles, median_of_rounds
 from iot_tools.bench.memory import Rss
 from iot_tools.bench.stats import median
-from iot_tools.bench.throughput import RunResult, Split
+from iot_tools.bench.throughput import RunResult
+from iot_tools.bench.windows import Split, pooled
 
 
 @dataclass
@@ -46,16 +47,38 @@ class Results:
     def rate(self, variant: str) -> float:
         return median([run.rate for run in self.throughput.get(variant, [])])
 
-    def probe_splits(self) -> list[Split]:
-        """Of every run with probe traffic switched on and off."""
-        return [run.split for run in self.throughput.get(INGEST_PROBED, []) if run.split]
+    def splits(self, variant: str) -> list[Split]:
+        """Of every run of `variant` whose rows were split into "on" and "off" windows."""
+        return [run.split for run in self.throughput.get(variant, []) if run.split]
 
-    def probing_ratio(self) -> float:
-        """Rate while probing ÷ rate while not, over all such runs' windows pooled (every
-        window counts by its length; per-run ratios are noisier than their pool)."""
-        splits = self.probe_splits()
-        return Split(sum(s.on_rows for s in splits), sum(s.on_seconds for s in splits),
-                     sum(s.off_rows for s in splits), sum(s.off_seconds for s in splits)).ratio
+    def probing_ratio(self, variant: str = INGEST_PROBED) -> float:
+        """Rate while probing ÷ rate while not, over all runs' windows pooled (every window
+        counts by its length; per-run ratios are noisier than their pool). For INGEST, whose
+        windows are labels without traffic, the control: 1 but for noise."""
+        return pooled(self.splits(variant)).ratio
 
     def write_json(self, path: Path) -> None:
         path.write_text(json.dumps(dataclasses.asdict(self), indent=1) + "\n")
+
+    @classmethod
+    def read_json(cls, path: Path) -> Results:
+        """The figures write_json wrote (to render the report again without measuring)."""
+        data = json.loads(path.read_text())
+
+        def run(raw: dict) -> RunResult:
+            split = raw.pop("split")
+            return RunResult(**raw, split=Split(**split) if split else None)
+
+        return cls(**{
+            **data,
+            "load_average": tuple(data["load_average"]),
+            "latency": {condition: {label: [Percentiles(**p) for p in rounds]
+                                    for label, rounds in labels.items()}
+                        for condition, labels in data["latency"].items()},
+            "throughput": {variant: [run(raw) for raw in runs]
+                           for variant, runs in data["throughput"].items()},
+            "faults": {fault: FaultTimings(**raw) for fault, raw in data["faults"].items()},
+            "rss": {phase: {name: Rss(**raw) for name, raw in services.items()}
+                    for phase, services in data["rss"].items()},
+            "chart": [ChartTiming(**raw) for raw in data["chart"]],
+        })

@@ -5,6 +5,7 @@ runs), memory, the dependency faults, and the chart."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import subprocess
 import sys
@@ -41,9 +42,9 @@ from iot_tools.bench.throughput import (
     commit_run,
     ingest_run,
     reference_run,
-    split_by_windows,
     validation_run,
 )
+from iot_tools.bench.windows import alternating
 from services.common.config import Env
 from services.ingest_iot.config import IngestConfig
 
@@ -57,14 +58,17 @@ def endpoints(stack: Stack) -> list[Endpoint]:
     return [*found, Endpoint(BARE_LABEL, stack.bare.port, "/")]
 
 
+OTHERS = ("pytest", "python -m services.", "nats-server", "bin/postgres ")
+
+
 def others_running() -> list[str]:
-    """Processes of others that would load the machine (tests, services, servers)."""
-    listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True,
+    """Processes of others that would load the machine: tests, services, NATS and PostgreSQL
+    servers (postmasters only: their backends are part of them), with their CPU so far."""
+    listing = subprocess.run(["ps", "-eo", "pid,time,args"], capture_output=True, text=True,
                              check=False).stdout.splitlines()
     own = str(os.getpid())
-    return [line.strip() for line in listing[1:]
-            if any(word in line for word in ("pytest", "services.", "nats-server", "postgres"))
-            and line.split()[0] != own]
+    return [" ".join(line.split()) for line in listing[1:]
+            if any(word in line for word in OTHERS) and line.split()[0] != own]
 
 
 def run(settings: Settings, command: str, log: Log) -> Results:
@@ -137,15 +141,27 @@ def _throughput(stack: Stack, settings: Settings, results: Results, log: Log) ->
         samplers.append(BackgroundSampler(targets, settings.sample_pause))
         return samplers[-1]
 
+    block = settings.probe_block
+
+    def plain_run(number: int) -> RunResult:
+        # No probes at all; its rows split into the same alternating windows all the same:
+        # the control, whose on ÷ off is 1 but for noise.
+        return ingest_run(stack, consumer, INGEST, settings.messages, split_by=lambda run: (
+            alternating(run[0].start, block, math.ceil((run[-1].start - run[0].start) / block),
+                        start_on=number % 2 == 0)))
+
     def probed_run(number: int) -> RunResult:
         # Alternate which state comes first, so neither always gets the run's first block.
-        traffic = ProbeTraffic(schedule, blocks=settings.probe_block, start_on=number % 2 == 0)
-        result = ingest_run(stack, consumer, INGEST_PROBED, settings.messages, lambda: traffic)
-        return dataclasses.replace(result, split=split_by_windows(stack, traffic.windows))
+        traffic = ProbeTraffic(schedule, blocks=block, start_on=number % 2 == 0)
+        return ingest_run(stack, consumer, INGEST_PROBED, settings.messages, lambda: traffic,
+                          split_by=lambda _run: traffic.windows)
+
+    def done(variant: str) -> int:
+        return len(results.throughput.get(variant, []))
 
     variants: list[tuple[str, Callable[[], RunResult]]] = [
-        (INGEST, lambda: ingest_run(stack, consumer, INGEST, settings.messages)),
-        (INGEST_PROBED, lambda: probed_run(len(results.throughput.get(INGEST_PROBED, [])))),
+        (INGEST, lambda: plain_run(done(INGEST))),
+        (INGEST_PROBED, lambda: probed_run(done(INGEST_PROBED))),
         (INGEST_SAMPLED, lambda: ingest_run(stack, consumer, INGEST_SAMPLED,
                                             settings.messages, sampled)),
         (ONE_INSERT, lambda: reference_run(stack, "one-insert", settings.one_insert_messages)),

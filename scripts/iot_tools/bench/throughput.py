@@ -4,9 +4,8 @@ database state (telemetry truncated, checkpoint taken, so no run pays for anothe
 Two component runs take ingest_iot's own code apart: validation alone (parse_reading over the
 same payloads) and the commit alone (commit_batch of the same rows, batch by batch).
 
-The rate of a run is read from the rows themselves: `inserted_at` is the start of the
-transaction that wrote a row, so (rows - rows of the last transaction) / (start of the last
-transaction - start of the first) is the steady rate, free of start-up and of any polling.
+The rate of a run is read from the rows themselves (iot_tools.bench.windows): from the first
+transaction's start to the last one's, free of start-up and of any polling.
 """
 
 from __future__ import annotations
@@ -26,19 +25,13 @@ import asyncpg
 
 from iot_tools.bench import cpu, jetstream
 from iot_tools.bench.labels import COMMIT_ONLY, VALIDATION_ONLY
-from iot_tools.bench.prober import Window
 from iot_tools.bench.stack import Stack
+from iot_tools.bench.windows import Split, Transaction, Window, split, steady_rate, transactions
 from services.ingest_iot.config import IngestConfig
 from services.ingest_iot.pipeline import COMMIT_TIMEOUT_SECONDS
 from services.ingest_iot.store import BatchRows, commit_batch
 from services.ingest_iot.telemetry import Reading, parse_reading
 
-RATE_SQL = """
-SELECT count(*),
-       coalesce(extract(epoch FROM max(inserted_at) - min(inserted_at)), 0),
-       count(*) FILTER (WHERE inserted_at = (SELECT max(inserted_at) FROM telemetry))
-FROM telemetry
-"""
 POLL_SECONDS = 0.05
 
 RUN_TIMEOUT_SECONDS = 300
@@ -46,21 +39,6 @@ RUN_TIMEOUT_SECONDS = 300
 
 class BenchError(RuntimeError):
     pass
-
-
-@dataclass(frozen=True)
-class Split:
-    """Rows committed while probe traffic was on, and while it was off, and for how long."""
-
-    on_rows: int
-    on_seconds: float
-    off_rows: int
-    off_seconds: float
-
-    @property
-    def ratio(self) -> float:
-        """Rate while on ÷ rate while off."""
-        return (self.on_rows / self.on_seconds) / (self.off_rows / self.off_seconds)
 
 
 @dataclass(frozen=True)
@@ -81,12 +59,6 @@ def fresh_table(stack: Stack) -> None:
     stack.psql("CHECKPOINT")
 
 
-def committed_rate(stack: Stack) -> tuple[int, float]:
-    rows, span, last = stack.psql(RATE_SQL).split("|")
-    count, seconds = int(rows), float(span)
-    return count, (count - int(last)) / seconds if seconds > 0 else 0.0
-
-
 def _wait(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
     while not condition():
@@ -95,24 +67,16 @@ def _wait(condition: Callable[[], bool], what: str) -> None:
         time.sleep(POLL_SECONDS)
 
 
-def split_by_windows(stack: Stack, windows: list[Window]) -> Split:
-    """Rows committed inside the "on" and inside the "off" windows, counting only windows
-    wholly between the first and the last transaction of the run (steady state)."""
-    first, last = (float(value) for value in stack.psql(
-        "SELECT extract(epoch FROM min(inserted_at)), extract(epoch FROM max(inserted_at)) "
-        "FROM telemetry").split("|"))
-    inside = [window for window in windows if first <= window.start and window.end <= last]
-    if not any(w.probing for w in inside) or all(w.probing for w in inside):
-        raise BenchError("the run was too short for probe windows both on and off")
-    counts = stack.psql("SELECT " + ", ".join(
-        f"count(*) FILTER (WHERE inserted_at >= to_timestamp({w.start:.6f}) "
-        f"AND inserted_at < to_timestamp({w.end:.6f}))" for w in inside) + " FROM telemetry")
-    rows = {True: 0, False: 0}
-    seconds = {True: 0.0, False: 0.0}
-    for window, count in zip(inside, counts.split("|"), strict=True):
-        rows[window.probing] += int(count)
-        seconds[window.probing] += window.end - window.start
-    return Split(rows[True], seconds[True], rows[False], seconds[False])
+def _committed(stack: Stack, variant: str, messages: int) -> list[Transaction]:
+    """The run's transactions, after checking that every message became exactly one row."""
+    run = transactions(stack.psql)
+    rows = sum(transaction.rows for transaction in run)
+    if rows != messages:
+        raise BenchError(f"{variant}: {rows} rows committed for {messages} messages")
+    return run
+
+
+SplitBy = Callable[[list[Transaction]], list[Window]]
 
 
 def ingest_run(
@@ -121,9 +85,12 @@ def ingest_run(
     variant: str,
     messages: int,
     during: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+    *,
+    split_by: SplitBy | None = None,
 ) -> RunResult:
     """Replay the stream through ingest_iot's durable consumer; `during` (probe traffic, a
-    latency sampler) runs from the first delivery to the last ack."""
+    latency sampler) runs from the first delivery to the last ack. `split_by` gives the
+    windows (from the run's transactions) whose rows are split into "on" and "off"."""
     assert stack.nats is not None
     port = stack.nats.monitor_port
     fresh_table(stack)
@@ -142,10 +109,9 @@ def ingest_run(
               and state.done, "ingest_iot draining the stream")
         after = cpu.snapshot(roots)
     wall = time.monotonic() - started
-    rows, rate = committed_rate(stack)
-    if rows != messages:
-        raise BenchError(f"{variant}: {rows} rows committed for {messages} messages")
-    return RunResult(variant, messages, rate, wall, cpu.cores_used(before, after))
+    run = _committed(stack, variant, messages)
+    return RunResult(variant, messages, steady_rate(run), wall, cpu.cores_used(before, after),
+                     split(run, split_by(run)) if split_by else None)
 
 
 def reference_run(stack: Stack, kind: str, messages: int) -> RunResult:
@@ -163,10 +129,8 @@ def reference_run(stack: Stack, kind: str, messages: int) -> RunResult:
     reported = json.loads(process.stdout)
     if kind == "ceiling":
         return RunResult(kind, int(reported["messages"]), float(reported["rate"]), wall)
-    rows, rate = committed_rate(stack)  # measured like ingest_iot's: from the rows
-    if rows != messages:
-        raise BenchError(f"{kind}: {rows} rows committed for {messages} messages")
-    return RunResult(kind, messages, rate, wall)
+    # Measured like ingest_iot's: from the rows.
+    return RunResult(kind, messages, steady_rate(_committed(stack, kind, messages)), wall)
 
 
 def validation_run(payloads: jetstream.Payloads, max_payload_bytes: int) -> RunResult:

@@ -51,8 +51,9 @@ def drill_command(report: Path, *args: str) -> list[str]:
 
 def run_drill(directory: Path, *args: str) -> DrillRun:
     report = directory / "report.json"
-    result = subprocess.run(drill_command(report, *args), capture_output=True, text=True,
-                            timeout=240, check=False)
+    # The workdir under pytest's tmp dirs: a run that fails on purpose keeps its logs there.
+    result = subprocess.run(drill_command(report, "--workdir", str(directory / "work"), *args),
+                            capture_output=True, text=True, timeout=240, check=False)
     assert report.exists(), result.stdout[-3000:] + result.stderr[-3000:]
     return DrillRun(result.returncode, json.loads(report.read_text()), result.stdout)
 

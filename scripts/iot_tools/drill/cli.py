@@ -63,7 +63,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, default=None, metavar="PATH",
                    help="write the JSON report here")
     p.add_argument("--workdir", type=Path, default=None,
-                   help="directory for the servers' data and the logs (default: a temp dir)")
+                   help="directory for the servers' data and the logs, kept afterwards "
+                        "(default: a temp dir, removed unless the drill fails)")
     p.add_argument("--keep-workdir", action="store_true",
                    help="keep the workdir (it is kept anyway when the drill fails)")
     p.add_argument("--plain", action="store_true",

@@ -166,7 +166,9 @@ class Drill:
         finally:
             with _sigint_ignored():
                 await self._stop(tasks, feed, platform, pool)
-        keep = self.options.keep_workdir or exit_code != EXIT_OK
+        # A workdir the user named is never removed; a temporary one unless the run failed.
+        keep = self.options.keep_workdir or self.options.workdir is not None or \
+            exit_code != EXIT_OK
         print_closing(self.result, self.timeline, limits, self.stream,
                       interrupted=self.interrupted)
         self._write_report(started_at, limits, platform, rendered, exit_code=exit_code,

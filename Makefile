@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-bench: tools  ## benchmarks on the real stack (~6 min): prints the table, writes docs/benchmarks.md
+bench: tools  ## benchmarks on the real stack (~5 min): prints the table, writes docs/benchmarks.md
 	$(PY) -m iot_tools.bench $(BENCH_ARGS)
 
 # The probe drill (scripts/iot_tools/drill; README "Probe drill"). VALUES: values files,

@@ -222,7 +222,7 @@ with `make bench` from a clone; figures vary with the machine and with anything 
 | date | {results.started_at} |
 | duration | {results.duration_s / 60:.1f} min |
 | load average at start (1, 5, 15 min) | {load} |
-| other tests, services or servers running at start | {others} |
+| other tests, services or servers at start (pid, CPU time so far, command) | {others} |
 
 ## Machine
 

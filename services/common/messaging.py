@@ -21,7 +21,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 
 from services.common.health import CheckResult, HealthState
 from services.common.logs import describe_error, redact_url
@@ -161,7 +161,8 @@ async def ensure_pull_consumer(
     ack_wait: float,
     max_ack_pending: int,
 ) -> JetStreamContext.PullSubscription:
-    """Create (or update) a durable pull consumer with explicit acks, and bind to it."""
+    """Create a durable pull consumer with explicit acks (or bring an existing one to these
+    settings), and bind to it."""
     config = ConsumerConfig(
         durable_name=durable,
         ack_policy=AckPolicy.EXPLICIT,
@@ -171,14 +172,19 @@ async def ensure_pull_consumer(
         max_deliver=-1,
     )
     try:
+        # The server updates an existing durable's editable settings (ack wait, limits) in
+        # place, and refuses to change the others (deliver policy, ...).
         await js.add_consumer(stream.name, config)
-    except BadRequestError:
-        # An existing durable with other settings: replace the settings we own.
-        await js.add_consumer(stream.name, config)
-    try:
-        return await js.pull_subscribe_bind(durable=durable, stream=stream.name)
-    except NotFoundError:
-        raise RuntimeError(f"consumer {durable} vanished while binding") from None
+    except APIError as error:
+        try:
+            await js.consumer_info(stream.name, durable)
+        except NotFoundError:
+            raise error from None
+        # Consuming with the settings it has beats never becoming ready; changing them
+        # means deleting the durable, which is an operator's decision.
+        log.warning("durable %s keeps settings the server cannot change in place (%s)",
+                    durable, error.description)
+    return await js.pull_subscribe_bind(durable=durable, stream=stream.name)
 
 FETCH_TIMEOUT_SECONDS = 1.0
 

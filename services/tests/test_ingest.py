@@ -6,9 +6,13 @@ import json
 import signal
 import time
 
+import nats
 import pytest
-from iot_tools.feed import SteadyFeed, publish_batch, reading
+from iot_tools.feed import SteadyFeed, publish_batch, publish_readings, reading
 from iot_tools.services import wait_until
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from services.common.messaging import TELEMETRY, ensure_stream
 
 from .conftest import service_env
 
@@ -119,3 +123,25 @@ def test_postgres_restart_during_sustained_ingest_loses_and_duplicates_nothing(
         time.sleep(2)
     stored_exactly_once(private_postgres, feed.published)
     assert service.returncode() is None
+
+
+def test_ingest_consumes_through_a_durable_whose_fixed_settings_differ(launch, database,
+                                                                      nats_server):
+    """A durable left by another version with a deliver policy the server cannot change in
+    place: ingest must use it as it is, not stay NotReady retrying forever."""
+
+    async def create_old_durable() -> None:
+        connection = await nats.connect(nats_server.url)
+        js = connection.jetstream()
+        await ensure_stream(js, TELEMETRY)
+        await js.add_consumer("TELEMETRY", ConsumerConfig(
+            durable_name="ingest", ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.NEW))
+        await connection.close()
+
+    asyncio.run(create_old_durable())
+    service = launch("ingest_iot", service_env(database, nats_server))
+    service.wait_ready()
+    assert "keeps settings the server cannot change" in service.log_text()
+    publish_readings(nats_server.url, range(100))
+    stored_exactly_once(database, 100)

@@ -181,7 +181,10 @@ class PostgresServer:
     @property
     def url(self) -> str:
         """Connection URL without the password (the services take it from PGPASSWORD)."""
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
+        return self.url_for(self.database)
+
+    def url_for(self, database: str) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
 
     @property
     def url_with_password(self) -> str:
@@ -256,6 +259,18 @@ class PostgresServer:
                 return
             time.sleep(0.05)
         raise ServerStartError("PostgreSQL did not accept connections")
+
+    def migrate(self, database: str | None = None, log: Path | None = None) -> None:
+        """Apply the platform's schema as the chart's init container does."""
+        env = {**os.environ, "DATABASE_URL": self.url_for(database or self.database),
+               "PGPASSWORD": self.password}
+        output = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            subprocess.run([sys.executable, "-m", "services.migrate"], env=env, stdout=output,
+                           stderr=output, check=True, timeout=120)
+        finally:
+            if log:
+                output.close()
 
     def create_database(self, name: str) -> None:
         self.psql(f'CREATE DATABASE "{name}"', database="postgres")

@@ -97,7 +97,7 @@ class Env:
         value = self.text(name, default)
         try:
             parts = urlsplit(value)
-            port = parts.port  # raises ValueError on a malformed port
+            _ = parts.port  # raises ValueError on a malformed port
         except ValueError:
             raise ConfigError(name, "is not a valid URL") from None
         if parts.scheme not in schemes:
@@ -105,7 +105,6 @@ class Env:
             raise ConfigError(name, f"must be a {expected} URL (got scheme {parts.scheme!r})")
         if not parts.hostname:
             raise ConfigError(name, "must name a host")
-        del port
         return value
 
 

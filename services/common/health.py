@@ -68,7 +68,6 @@ class HealthState:
         self._started = False
         self._draining = False
         self._dead_task: str | None = None
-        self._watched: set[asyncio.Task] = set()
         self._failing: tuple[str, ...] | None = None
         self._ready_answer = ProbeAnswer(503, b"", b"")
         self.refresh()
@@ -102,19 +101,13 @@ class HealthState:
         log.info("shutdown requested: readiness fails from now on, liveness stays up")
         self.refresh()
 
-    @property
-    def draining(self) -> bool:
-        return self._draining
-
     def watch(self, name: str, task: asyncio.Task) -> asyncio.Task:
         """Treat `task` as critical: if it ends before shutdown, liveness fails, so that a
         dead worker cannot leave a live-looking pod behind."""
-        self._watched.add(task)
         task.add_done_callback(lambda done: self._on_critical_task_done(name, done))
         return task
 
     def _on_critical_task_done(self, name: str, task: asyncio.Task) -> None:
-        self._watched.discard(task)
         if self._draining:
             return
         if task.cancelled():

@@ -18,11 +18,11 @@ def setup_logging(service: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Client libraries log every reconnect attempt at INFO/ERROR; our own code reports
-    # outages once per transition instead.
-    for noisy in ("nats", "asyncio", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # nats-py logs a traceback per failed reconnect attempt; the NATS link reports an outage
+    # once per transition instead. Probe requests must not fill the access log.
     logging.getLogger("nats").setLevel(logging.CRITICAL)
+    for noisy in ("asyncio", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 class ProbePathFilter(logging.Filter):

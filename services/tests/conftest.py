@@ -9,10 +9,7 @@ streams and durable consumers never leak between tests.
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,19 +22,11 @@ TEMPLATE_DB = "iot_template"
 _database_numbers = itertools.count(1)
 
 
-def migrate(url: str, password: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "services.migrate"],
-        env={**os.environ, "DATABASE_URL": url, "PGPASSWORD": password},
-        check=True, capture_output=True, timeout=60,
-    )
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     server = PostgresServer(temp_workdir("iot-test-pg-")).start()
     server.create_database(TEMPLATE_DB)
-    migrate(server.url.rsplit("/", 1)[0] + f"/{TEMPLATE_DB}", server.password)
+    server.migrate(TEMPLATE_DB)
     yield server
     server.stop()
     shutil.rmtree(server.workdir, ignore_errors=True)
@@ -50,7 +39,7 @@ class Database:
 
     @property
     def url(self) -> str:
-        return self.server.url.rsplit("/", 1)[0] + f"/{self.name}"
+        return self.server.url_for(self.name)
 
     def sql(self, statement: str) -> str:
         return self.server.psql(statement, database=self.name).strip()
@@ -71,7 +60,7 @@ def database(postgres: PostgresServer) -> Database:
 def private_postgres() -> Iterator[Database]:
     """A server of this test's own, for tests that stop, kill or freeze it."""
     server = PostgresServer(temp_workdir("iot-test-pg-private-")).start()
-    migrate(server.url, server.password)
+    server.migrate()
     yield Database(server, server.database)
     server.stop(mode="kill")
     shutil.rmtree(server.workdir, ignore_errors=True)

@@ -5,10 +5,8 @@ and the bare aiohttp server that is the latency baseline."""
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +43,7 @@ class Stack:
         logs.mkdir(parents=True, exist_ok=True)
         self.postgres = PostgresServer(self.workdir / "postgresql", durable=True).start()
         self.nats = NatsServer(self.workdir / "nats").start()
-        self._migrate(logs / "migrate.log")
+        self.postgres.migrate(log=logs / "migrate.log")
         self.services = {name: self._service(name, logs).start() for name in SERVICES}
         self.bare = ServiceProcess(BARE, {}, logs, module="iot_tools.bench.bare_server").start()
         self.wait_ready()
@@ -60,12 +58,6 @@ class Stack:
 
     def profile_path(self, name: str) -> Path:
         return self.workdir / f"{name}.prof"
-
-    def _migrate(self, log: Path) -> None:
-        with open(log, "ab") as output:
-            subprocess.run([sys.executable, "-m", "services.migrate"],
-                           env={**os.environ, **self.env}, stdout=output, stderr=output,
-                           check=True, timeout=120)
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Every service answers /ready 200 (and the baseline answers at all)."""

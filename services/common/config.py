@@ -139,9 +139,12 @@ class RuntimeSettings:
     shutdown_timeout: float
     log_level: str
     stall_threshold: float
+    # A worker holding work with no progress this long, dependencies healthy: liveness fails.
+    # Above every bounded await a worker makes (commit timeout 60 s).
+    worker_stall_threshold: float
     readiness_tick: float
     # Test hooks (off in production): SIGUSR1 blocks the event loop for test_block_seconds;
-    # start-up sleeps test_startup_delay before the probe port opens.
+    # SIGUSR2 makes every worker's next unit of work wait forever; start-up sleeps test_startup_delay before the probe port opens.
     test_hooks: bool
     test_block_seconds: float
     test_startup_delay: float
@@ -158,6 +161,8 @@ class RuntimeSettings:
                 "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
             ),
             stall_threshold=env.seconds("LIVENESS_STALL_SECONDS", 10.0, minimum=0.5),
+            worker_stall_threshold=env.seconds("WORKER_STALL_SECONDS", 120.0, minimum=1,
+                                               maximum=3600),
             readiness_tick=env.seconds("READINESS_TICK_SECONDS", 0.2, minimum=0.01, maximum=5),
             test_hooks=env.flag("IOT_TEST_HOOKS", False),
             test_block_seconds=env.seconds("IOT_TEST_BLOCK_SECONDS", 3600.0),

@@ -13,22 +13,11 @@ import time
 import asyncpg
 
 from services.common.config import DatabaseSettings
+from services.common.faults import Fault, classify
 from services.common.health import CheckResult, HealthState
-from services.common.logs import describe_error, redact_url
-from services.common.retry import Backoff
+from services.common.logs import describe_error
 
 log = logging.getLogger("database")
-
-# Errors that mean "the database is not there right now", as opposed to bugs.
-UNAVAILABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.QueryCanceledError,  # statement_timeout or cancel during shutdown
-)
 
 
 async def connect(
@@ -39,32 +28,11 @@ async def connect(
     )
 
 
-async def connect_with_retry(
-    url: str, application_name: str, *, what: str, connect_timeout: float = 5.0
-) -> asyncpg.Connection:
-    """Connect, retrying with backoff for as long as it takes; one log line per outage."""
-    backoff = Backoff(initial=0.2, maximum=5.0)
-    reported = False
-    while True:
-        try:
-            connection = await connect(url, application_name, connect_timeout)
-        except UNAVAILABLE as error:
-            if not reported:
-                log.warning("%s: database %s unavailable (%s); retrying",
-                            what, redact_url(url), describe_error(error))
-                reported = True
-            await backoff.wait()
-            continue
-        if reported:
-            log.info("%s: database reachable again", what)
-        return connection
-
-
 class DedicatedConnection:
     """One connection for one worker, opened on first use and after every failure.
 
-    A worker calls `get()` inside its try block and `discard()` when the database fails
-    it; the next `get()` reconnects. (A pool would add a reset round trip per use, and its
+    A worker calls `get()` inside its attempt and `discard()` when the database fails it
+    (`Attempts.run(..., on_failure=connection.discard)`); the next `get()` reconnects. (A pool would add a reset round trip per use, and its
     reset drops LISTENs.)
     """
 
@@ -101,12 +69,14 @@ class DedicatedConnection:
             connection, self._connection = self._connection, None
             try:
                 await connection.close(timeout=2)
-            except (*UNAVAILABLE, asyncpg.PostgresError):
+            except Exception as error:
+                if classify(error) is Fault.BUG:
+                    raise
                 connection.terminate()
 
 
 class DatabaseProbe:
-    """The "database" readiness check.
+    """The probe behind the "database" readiness check (which workers report into too).
 
     A dedicated connection runs `SELECT 1` every `check_interval` with a timeout; the
     check reads the last outcome. Probe traffic therefore never reaches the database,
@@ -123,6 +93,7 @@ class DatabaseProbe:
         # the next round trip.
         self._connection.on_lost(lambda: self._set(CheckResult.failing("connection lost")))
         self._result = CheckResult.failing("connecting")
+        health.dependency("database").attach_probe(self.check)
 
     def check(self) -> CheckResult:
         return self._result
@@ -142,14 +113,13 @@ class DatabaseProbe:
         try:
             connection = await self._connection.get()
             await connection.fetchval("SELECT 1", timeout=timeout)
-        except UNAVAILABLE as error:
+        except Exception as error:
+            if classify(error) is Fault.BUG:
+                raise
             self._connection.discard()
             if isinstance(error, TimeoutError):
                 return CheckResult.failing(f"no answer within {timeout:g} s")
             return CheckResult.failing(f"unreachable ({describe_error(error)})")
-        except asyncpg.PostgresError as error:
-            self._connection.discard()
-            return CheckResult.failing(f"error ({describe_error(error)})")
         return CheckResult.passing("reachable")
 
     def _set(self, result: CheckResult) -> None:

@@ -10,10 +10,11 @@ show at once (SIGTERM, a lost connection) call `refresh()` themselves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 log = logging.getLogger("health")
@@ -36,6 +37,83 @@ class CheckResult:
 Check = Callable[[], CheckResult]
 
 
+class DependencyState:
+    """One dependency ("database", "nats") as the whole process sees it: the readiness check
+    of that name.
+
+    Several components use a dependency: a background probe (a connection's status, a
+    `SELECT 1` round trip) and every worker that talks to it. Each reports the outcome of its
+    last attempt; the check fails while any of them last failed. So a database that answers
+    `SELECT 1` but refuses writes (read-only after a failover, a role at its connection
+    limit) still shows as not ready, named by the worker it stops.
+    """
+
+    def __init__(self, name: str, on_change: Callable[[], None]) -> None:
+        self.name = name
+        self._on_change = on_change
+        self._probe: Check | None = None
+        self._failures: dict[str, str] = {}
+
+    def attach_probe(self, probe: Check) -> None:
+        self._probe = probe
+        self._on_change()
+
+    def failed(self, reporter: str, detail: str) -> None:
+        if self._failures.get(reporter) != detail:
+            self._failures[reporter] = detail
+            self._on_change()
+
+    def recovered(self, reporter: str) -> None:
+        if self._failures.pop(reporter, None) is not None:
+            self._on_change()
+
+    def check(self) -> CheckResult:
+        probe = _evaluate(self._probe) if self._probe is not None else CheckResult.passing()
+        if not probe.ok:
+            return probe
+        if self._failures:
+            return CheckResult.failing("; ".join(
+                f"{reporter}: {detail}" for reporter, detail in sorted(self._failures.items())))
+        return probe
+
+
+class Progress:
+    """A worker's progress, for the watchdog: `working()` around each unit of work it
+    takes, `beat()` whenever it gets somewhere (a retry attempt counts: retrying is not
+    being stuck). A unit that sees no beat for the stall threshold while every dependency
+    is healthy is a stuck worker, and liveness fails."""
+
+    def __init__(self, name: str, clock: Callable[[], float], hang: asyncio.Event) -> None:
+        self.name = name
+        self._clock = clock
+        self._hang = hang
+        self._busy = False
+        self._last_beat = clock()
+
+    def beat(self) -> None:
+        self._last_beat = self._clock()
+
+    @contextlib.contextmanager
+    def working(self) -> Iterator[None]:
+        self._busy = True
+        self.beat()
+        try:
+            yield
+        finally:
+            self._busy = False
+            self.beat()
+
+    def idle_for(self, now: float) -> float | None:
+        """Seconds without a beat inside a unit of work; None when idle (no work waiting)."""
+        return now - self._last_beat if self._busy else None
+
+    async def checkpoint(self) -> None:
+        """Test hook: with IOT_TEST_HOOKS, SIGUSR2 makes every worker's next unit of work
+        wait forever here, the way an await on a lost reply would."""
+        if self._hang.is_set():
+            await asyncio.Event().wait()
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeAnswer:
     """A rendered probe response: status code and JSON body, plus a text form for ?verbose."""
@@ -53,12 +131,18 @@ class HealthState:
         service: str,
         *,
         stall_threshold: float = 10.0,
+        worker_stall_threshold: float = 120.0,
         tick: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.service = service
         self.counters: dict[str, int] = {}
         self._stall_threshold = stall_threshold
+        self._worker_stall_threshold = worker_stall_threshold
+        self._dependencies: dict[str, DependencyState] = {}
+        self._progress: list[Progress] = []
+        self._hang = asyncio.Event()
+        self._dependencies_healthy_since = clock()
         self._tick = tick
         self._clock = clock
         self._born = clock()
@@ -79,6 +163,25 @@ class HealthState:
             raise ValueError(f"check name {name!r} is reserved")
         self._checks[name] = check
         self.refresh()
+
+    def dependency(self, name: str) -> DependencyState:
+        """The shared state of dependency `name`, registered as the readiness check `name`."""
+        state = self._dependencies.get(name)
+        if state is None:
+            state = DependencyState(name, self.refresh)
+            self._dependencies[name] = state
+            self.add_check(name, state.check)
+        return state
+
+    def progress(self, worker: str) -> Progress:
+        """A progress tracker for `worker`, watched by liveness (see Progress)."""
+        tracker = Progress(worker, self._clock, self._hang)
+        self._progress.append(tracker)
+        return tracker
+
+    def hang_workers(self) -> None:
+        """Test hook: every worker's next Progress.checkpoint() waits forever."""
+        self._hang.set()
 
     def declare_counters(self, *counters: str) -> None:
         """Counters /health reports from the start, at 0 until counted."""
@@ -143,6 +246,8 @@ class HealthState:
         }
         for name, check in self._checks.items():
             results[name] = _evaluate(check)
+        if not all(results[name].ok for name in self._dependencies):
+            self._dependencies_healthy_since = self._clock()
         failing = tuple(name for name, result in results.items() if not result.ok)
         if failing != self._failing:
             self._log_transition(failing, results)
@@ -176,6 +281,13 @@ class HealthState:
                     "stalled_seconds": round(stalled_for, 3)}
             verbose = f"[-]event loop stalled for {stalled_for:.1f}s\nlivez check failed"
             return _render(503, body, verbose)
+        stuck = self._stuck_worker()
+        if stuck is not None:
+            worker, idle = stuck
+            body = {"status": "failing", "service": self.service, "reason": "worker stuck",
+                    "worker": worker, "stuck_seconds": round(idle, 3)}
+            verbose = f"[-]worker {worker} made no progress for {idle:.1f}s\nlivez check failed"
+            return _render(503, body, verbose)
         body: dict[str, object] = {
             "status": "ok",
             "service": self.service,
@@ -184,6 +296,21 @@ class HealthState:
         }
         body.update(self.counters)
         return _render(200, body, "[+]event loop ok\n[+]workers ok\nlivez check passed")
+
+
+    def _stuck_worker(self) -> tuple[str, float] | None:
+        """A worker with work in hand and no progress for the worker stall threshold, while
+        every dependency has been healthy at least that long (an outage is readiness's
+        business, never liveness's)."""
+        now = self._clock()
+        threshold = self._worker_stall_threshold
+        if now - self._dependencies_healthy_since < threshold:
+            return None
+        for tracker in self._progress:
+            idle = tracker.idle_for(now)
+            if idle is not None and idle > threshold:
+                return tracker.name, idle
+        return None
 
 
 def _evaluate(check: Check) -> CheckResult:

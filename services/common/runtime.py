@@ -73,6 +73,7 @@ def run(name: str, settings: RuntimeSettings, assemble: Assemble) -> int:
 
 async def _lifecycle(name: str, settings: RuntimeSettings, assemble: Assemble) -> int:
     health = HealthState(name, stall_threshold=settings.stall_threshold,
+                         worker_stall_threshold=settings.worker_stall_threshold,
                          tick=settings.readiness_tick)
     service, own_server = assemble(health)
     server = own_server or AiohttpProbeServer(health, settings.health_port)
@@ -98,7 +99,7 @@ async def _lifecycle(name: str, settings: RuntimeSettings, assemble: Assemble) -
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     if settings.test_hooks:
-        _install_test_hooks(loop, settings.test_block_seconds)
+        _install_test_hooks(loop, settings.test_block_seconds, health)
 
     log.info("starting (probes on port %s)", settings.health_port)
     starting = asyncio.create_task(service.start(), name="service-start")
@@ -134,12 +135,19 @@ async def _lifecycle(name: str, settings: RuntimeSettings, assemble: Assemble) -
     return status
 
 
-def _install_test_hooks(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
-    """Test hook: SIGUSR1 blocks the event loop, the way a CPU-bound bug or a blocking
-    call would."""
+def _install_test_hooks(
+    loop: asyncio.AbstractEventLoop, seconds: float, health: HealthState
+) -> None:
+    """Test hooks: SIGUSR1 blocks the event loop, the way a CPU-bound bug or a blocking
+    call would; SIGUSR2 leaves every worker stuck in an await that never returns."""
 
     def block() -> None:
         log.warning("test hook: blocking the event loop for %.1f s", seconds)
         time.sleep(seconds)
 
+    def hang() -> None:
+        log.warning("test hook: workers hang at their next unit of work")
+        health.hang_workers()
+
     loop.add_signal_handler(signal.SIGUSR1, block)
+    loop.add_signal_handler(signal.SIGUSR2, hang)

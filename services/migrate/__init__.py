@@ -18,6 +18,7 @@ import asyncpg
 
 from services.common import db
 from services.common.config import Env
+from services.common.faults import is_dependency_error
 from services.common.logs import describe_error, redact_url
 
 log = logging.getLogger("migrate")
@@ -58,7 +59,9 @@ async def wait_for_database(url: str, wait_seconds: float) -> asyncpg.Connection
     while True:
         try:
             return await db.connect(url, "migrate")
-        except db.UNAVAILABLE as error:
+        except Exception as error:
+            if not is_dependency_error(error):
+                raise
             if time.monotonic() >= deadline:
                 raise DatabaseNotReachableError(
                     f"database {redact_url(url)} not reachable within {wait_seconds:g} s "

@@ -1,0 +1,79 @@
+"""The failure taxonomy: every loop in every service decides what an error means here, and
+only here.
+
+| class                  | examples                                              | the service          |
+|------------------------|-------------------------------------------------------|----------------------|
+| dependency unavailable | connection refused/lost, SQLSTATE 08, 53, 57P, 57014, | backs off with       |
+|                        | 25006, 28, 3D000, 40001, 40P01, 55P03, 58, XX;        | jitter and retries;  |
+|                        | timeouts; NATS disconnected, closed, no responders,   | readiness 503 naming |
+|                        | JetStream API errors                                  | the dependency       |
+| bad message            | SQLSTATE 22 (data), 23 (integrity), 54 (program limit)| quarantines the one  |
+|                        | -- only where one message can be blamed               | message, acks, goes on|
+| bug                    | everything else                                       | lets the task crash: |
+|                        |                                                       | liveness fails       |
+
+Classifying by SQLSTATE class rather than by exception type keeps the table short and
+complete: PostgreSQL adds codes inside a class, not new meanings for a class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+
+import asyncpg
+import nats.errors
+
+
+class Fault(enum.Enum):
+    DEPENDENCY = "dependency unavailable"
+    BAD_MESSAGE = "bad message"
+    BUG = "bug"
+
+
+# SQLSTATE prefixes (a class, or a class and subclass) meaning "the database cannot do this
+# now; it may later": connection trouble, insufficient resources (too many connections, disk
+# full, out of memory), operator intervention (admin shutdown, crash recovery, cannot
+# connect now, query cancelled by statement_timeout), a read-only server (a failover to a
+# standby), authentication failure (rotated credentials), a missing database, serialization
+# failures and deadlocks, lock timeouts, system I/O errors and internal errors.
+DEPENDENCY_SQLSTATES = (
+    "08", "53", "57P", "57014", "25006", "28", "3D000", "40001", "40P01", "55P03", "58", "XX",
+)
+# Errors in the data itself: a value PostgreSQL refuses (22: bad encoding, out of range,
+# invalid text for a type), a constraint (23), a value too large to process (54).
+BAD_MESSAGE_SQLSTATES = ("22", "23", "54")
+
+
+def sqlstate(error: BaseException) -> str | None:
+    code = getattr(error, "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
+def classify(error: BaseException) -> Fault:
+    """What `error` means for the loop that caught it."""
+    if isinstance(error, asyncpg.PostgresError):
+        code = sqlstate(error) or ""
+        if code.startswith(DEPENDENCY_SQLSTATES):
+            return Fault.DEPENDENCY
+        if code.startswith(BAD_MESSAGE_SQLSTATES):
+            return Fault.BAD_MESSAGE
+        return Fault.BUG
+    if isinstance(error, asyncpg.InterfaceError):
+        # "connection is closed" is the database going away under us; anything else
+        # (another operation in progress, a closed pool used) is a bug in our code.
+        return Fault.DEPENDENCY if "closed" in str(error) else Fault.BUG
+    # nats.errors.Error covers connection closed, no servers, no responders, stale
+    # connection, slow consumer, and (through nats.js.errors) JetStream API errors such as
+    # "consumer not found": all the NATS side, none of them our bug.
+    if isinstance(error, nats.errors.Error | OSError | asyncio.TimeoutError):
+        return Fault.DEPENDENCY
+    return Fault.BUG
+
+
+def is_dependency_error(error: BaseException) -> bool:
+    return classify(error) is Fault.DEPENDENCY
+
+
+def is_bad_message_error(error: BaseException) -> bool:
+    return classify(error) is Fault.BAD_MESSAGE

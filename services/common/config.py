@@ -144,7 +144,8 @@ class RuntimeSettings:
     worker_stall_threshold: float
     readiness_tick: float
     # Test hooks (off in production): SIGUSR1 blocks the event loop for test_block_seconds;
-    # SIGUSR2 makes every worker's next unit of work wait forever; start-up sleeps test_startup_delay before the probe port opens.
+    # SIGUSR2 makes every worker's next unit of work wait forever; start-up sleeps
+    # test_startup_delay before the probe port opens.
     test_hooks: bool
     test_block_seconds: float
     test_startup_delay: float

@@ -32,8 +32,8 @@ class DedicatedConnection:
     """One connection for one worker, opened on first use and after every failure.
 
     A worker calls `get()` inside its attempt and `discard()` when the database fails it
-    (`Attempts.run(..., on_failure=connection.discard)`); the next `get()` reconnects. (A pool would add a reset round trip per use, and its
-    reset drops LISTENs.)
+    (`Attempts.run(..., on_failure=connection.discard)`); the next `get()` reconnects.
+    (A pool would add a reset round trip per use, and its reset drops LISTENs.)
     """
 
     def __init__(self, url: str, application_name: str, connect_timeout: float = 5.0) -> None:

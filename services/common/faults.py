@@ -1,16 +1,13 @@
 """The failure taxonomy: every loop in every service decides what an error means here, and
 only here.
 
-| class                  | examples                                              | the service          |
-|------------------------|-------------------------------------------------------|----------------------|
-| dependency unavailable | connection refused/lost, SQLSTATE 08, 53, 57P, 57014, | backs off with       |
-|                        | 25006, 28, 3D000, 40001, 40P01, 55P03, 58, XX;        | jitter and retries;  |
-|                        | timeouts; NATS disconnected, closed, no responders,   | readiness 503 naming |
-|                        | JetStream API errors                                  | the dependency       |
-| bad message            | SQLSTATE 22 (data), 23 (integrity), 54 (program limit)| quarantines the one  |
-|                        | -- only where one message can be blamed               | message, acks, goes on|
-| bug                    | everything else                                       | lets the task crash: |
-|                        |                                                       | liveness fails       |
+- dependency unavailable: connection refused or lost; SQLSTATE classes 08, 53, 57P, 58, XX
+  and codes 57014, 25006, 28*, 3D000, 40001, 40P01, 55P03; timeouts; NATS disconnected,
+  closed, no responders, JetStream API errors. The service backs off with jitter and
+  retries; readiness is 503 naming the dependency; liveness is untouched.
+- bad message: SQLSTATE classes 22 (data), 23 (integrity), 54 (program limit), where one
+  message can be blamed. The message is quarantined with a reason and acked; work goes on.
+- bug: everything else. The task crashes, and liveness fails.
 
 Classifying by SQLSTATE class rather than by exception type keeps the table short and
 complete: PostgreSQL adds codes inside a class, not new meanings for a class.

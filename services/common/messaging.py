@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from nats.js.api import (
 )
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 
+from services.common.config import Env
+from services.common.faults import Fault, classify
 from services.common.health import CheckResult, HealthState
 from services.common.logs import describe_error, redact_url
 from services.common.retry import Backoff
@@ -36,45 +39,82 @@ PING_INTERVAL_SECONDS = 2
 MAX_OUTSTANDING_PINGS = 2
 CONNECT_TIMEOUT_SECONDS = 2
 RECONNECT_WAIT_SECONDS = 0.5
-# What talking to NATS can raise when it is away or slow (not bugs).
+# What closing a client can raise when NATS is away (quietly ignored at shutdown).
 NATS_TROUBLE = (nats.errors.Error, TimeoutError, OSError)
 
 
 class NatsLink:
-    """The process's NATS connection; its `check` is the readiness check "nats"."""
+    """The process's NATS connection, registered as the probe of the "nats" readiness check.
+
+    nats-py reconnects by itself after a lost connection, but closes its client for good
+    when the server sends an error such as "Authorization Violation" (rotated or expired
+    credentials). `run` then replaces the client with a new one, for as long as it takes:
+    users read `client`/`jetstream` afresh each time and rebind when `generation` changes.
+    """
 
     def __init__(self, url: str, client_name: str, health: HealthState) -> None:
         self._url = url
         self._client_name = client_name
         self._health = health
         self.client = Client()
+        self.generation = 0
+        self._stopping = False
+        self._client_closed = asyncio.Event()
         self._outage_reported = False
+        health.dependency("nats").attach_probe(self.check)
 
     @property
     def jetstream(self) -> JetStreamContext:
         return self.client.jetstream(timeout=5)
 
     async def connect(self) -> None:
-        """Connect, retrying until it works (nats-py keeps trying every
-        RECONNECT_WAIT_SECONDS); later losses are reconnected by the client itself."""
+        """Connect, and connect anew each time the server closes the client. Runs until
+        `close()`; a lost connection in between is nats-py's to reconnect."""
         log.info("connecting to %s", redact_url(self._url))
-        await self.client.connect(
-            servers=[self._url],
-            name=self._client_name,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=RECONNECT_WAIT_SECONDS,
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            ping_interval=PING_INTERVAL_SECONDS,
-            max_outstanding_pings=MAX_OUTSTANDING_PINGS,
-            error_cb=self._on_error,
-            disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected,
-            closed_cb=self._on_closed,
-        )
-        self._outage_reported = False
-        log.info("connected to NATS")
-        self._health.refresh()
+        backoff = Backoff(initial=0.5, maximum=10.0)
+        while not self._stopping:
+            client = Client()
+            self.client = client
+            self._client_closed.clear()
+            try:
+                await client.connect(**self._options(client))
+            except Exception as error:
+                if classify(error) is Fault.BUG:
+                    raise
+                self._report_outage(error)
+                await backoff.wait()
+                continue
+            self.generation += 1
+            self._outage_reported = False
+            backoff.reset()
+            log.info("connected to NATS")
+            self._health.refresh()
+            await self._client_closed.wait()
+            if not self._stopping:
+                log.warning("NATS closed the connection for good (%s); connecting a new client",
+                            describe_error(client.last_error or ConnectionError()))
+                await backoff.wait()
+
+    def _options(self, client: Client) -> dict:
+        async def on_closed() -> None:
+            if client is self.client:
+                self._client_closed.set()
+            self._health.refresh()
+
+        return {
+            "servers": [self._url],
+            "name": self._client_name,
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": RECONNECT_WAIT_SECONDS,
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "ping_interval": PING_INTERVAL_SECONDS,
+            "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+            "closed_cb": on_closed,
+        }
 
     def check(self) -> CheckResult:
         client = self.client
@@ -91,6 +131,8 @@ class NatsLink:
     async def close(self) -> None:
         """Flush what the client still buffers (acks, above all), then close. With NATS away
         the flush cannot happen; the unsent acks only mean redeliveries."""
+        self._stopping = True
+        self._client_closed.set()
         with contextlib.suppress(*NATS_TROUBLE):
             if self.client.is_connected:
                 await self.client.flush(timeout=2)
@@ -100,12 +142,15 @@ class NatsLink:
             if not self.client.is_closed:
                 await self.client.close()
 
-    async def _on_error(self, error: Exception) -> None:
-        # Called on every failed (re)connect attempt: report an outage once, not per try.
+    def _report_outage(self, error: BaseException) -> None:
         if not self._outage_reported:
             self._outage_reported = True
-            log.warning("NATS unavailable (%s); retrying every %.1f s",
-                        type(error).__name__, RECONNECT_WAIT_SECONDS)
+            log.warning("NATS unavailable (%s); retrying", describe_error(error))
+        self._health.refresh()
+
+    async def _on_error(self, error: Exception) -> None:
+        # Called on every failed (re)connect attempt: report an outage once, not per try.
+        self._report_outage(error)
 
     async def _on_disconnected(self) -> None:
         log.warning("disconnected from NATS")
@@ -116,8 +161,20 @@ class NatsLink:
         log.info("reconnected to NATS")
         self._health.refresh()
 
-    async def _on_closed(self) -> None:
-        self._health.refresh()
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """How much a stream keeps. The chart checks the sum against the JetStream volume."""
+
+    max_bytes: int
+    max_age: float
+
+    @classmethod
+    def from_env(cls, env: Env, prefix: str, default: StreamLimits) -> StreamLimits:
+        return cls(
+            max_bytes=env.integer(f"{prefix}_MAX_BYTES", default.max_bytes, minimum=1024 * 1024),
+            max_age=env.seconds(f"{prefix}_MAX_AGE_SECONDS", default.max_age, minimum=60),
+        )
 
 
 @dataclass(frozen=True)
@@ -129,28 +186,57 @@ class Stream:
         assert self.config.name is not None
         return self.config.name
 
+    def differences(self, actual: StreamConfig) -> list[str]:
+        """The settings in which the server's stream differs from this definition."""
+        fields = ("subjects", "retention", "storage", "max_bytes", "max_age",
+                  "duplicate_window")
+        return [
+            f"{name}={getattr(actual, name)!r} (ours {getattr(self.config, name)!r})"
+            for name in fields if getattr(actual, name) != getattr(self.config, name)
+        ]
+
 
 DAY = 24 * 3600
-
-# Telemetry from the MQTT bridge. Limits retention: other consumers may read it too.
-TELEMETRY = Stream(StreamConfig(
-    name="TELEMETRY", subjects=["telemetry.>"], retention=RetentionPolicy.LIMITS,
-    storage=StorageType.FILE, max_age=7 * DAY, duplicate_window=120,
-))
-# Route fan-out, one message per (route, reading); work-queue: gone once delivered.
-# The duplicate window de-duplicates re-publication after an ingest redelivery.
-ROUTES = Stream(StreamConfig(
-    name="ROUTES", subjects=["routes.>"], retention=RetentionPolicy.WORK_QUEUE,
-    storage=StorageType.FILE, max_age=DAY, duplicate_window=120,
-))
+GIB = 1024**3
+TELEMETRY_LIMITS = StreamLimits(max_bytes=4 * GIB, max_age=7 * DAY)
+ROUTES_LIMITS = StreamLimits(max_bytes=1 * GIB, max_age=DAY)
 
 
-async def ensure_stream(js: JetStreamContext, stream: Stream) -> None:
-    """Create the stream, or bring an existing one to this configuration. Idempotent."""
+def telemetry_stream(limits: StreamLimits = TELEMETRY_LIMITS) -> Stream:
+    """Telemetry from the MQTT bridge. Limits retention: other consumers may read it too."""
+    return Stream(StreamConfig(
+        name="TELEMETRY", subjects=["telemetry.>"], retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE, max_bytes=limits.max_bytes, max_age=limits.max_age,
+        duplicate_window=120,
+    ))
+
+
+def routes_stream(limits: StreamLimits = ROUTES_LIMITS) -> Stream:
+    """Route fan-out, one message per (route, reading); work-queue: gone once delivered.
+    The duplicate window de-duplicates re-publication after an ingest redelivery."""
+    return Stream(StreamConfig(
+        name="ROUTES", subjects=["routes.>"], retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE, max_bytes=limits.max_bytes, max_age=limits.max_age,
+        duplicate_window=120,
+    ))
+
+
+TELEMETRY = telemetry_stream()
+ROUTES = routes_stream()
+
+
+async def ensure_stream(js: JetStreamContext, stream: Stream) -> list[str]:
+    """Create the stream if it does not exist. An existing stream is left as it is (an
+    operator may have changed it on purpose); how it differs from ours is returned."""
     try:
-        await js.add_stream(stream.config)
-    except BadRequestError:
-        await js.update_stream(stream.config)
+        info = await js.stream_info(stream.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(stream.config)
+            return []
+        except BadRequestError:  # created by another pod meanwhile
+            info = await js.stream_info(stream.name)
+    return stream.differences(info.config)
 
 
 async def ensure_pull_consumer(
@@ -162,36 +248,155 @@ async def ensure_pull_consumer(
     max_ack_pending: int,
 ) -> JetStreamContext.PullSubscription:
     """Create a durable pull consumer with explicit acks (or bring an existing one to these
-    settings), and bind to it."""
-    config = ConsumerConfig(
-        durable_name=durable,
-        ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL,
-        ack_wait=ack_wait,
-        max_ack_pending=max_ack_pending,
-        max_deliver=-1,
-    )
+    settings), and bind to it. (The benchmark's consumers use it.)"""
+    config = pull_consumer_config(durable, ack_wait=ack_wait, max_ack_pending=max_ack_pending)
     try:
-        # The server updates an existing durable's editable settings (ack wait, limits) in
-        # place, and refuses to change the others (deliver policy, ...).
         await js.add_consumer(stream.name, config)
     except APIError as error:
         try:
             await js.consumer_info(stream.name, durable)
         except NotFoundError:
             raise error from None
-        # Consuming with the settings it has beats never becoming ready; changing them
-        # means deleting the durable, which is an operator's decision.
         log.warning("durable %s keeps settings the server cannot change in place (%s)",
                     durable, error.description)
     return await js.pull_subscribe_bind(durable=durable, stream=stream.name)
 
+
+def pull_consumer_config(
+    durable: str,
+    *,
+    ack_wait: float,
+    max_ack_pending: int,
+    start_after: int | None = None,
+) -> ConsumerConfig:
+    """A durable pull consumer with explicit acks; from the stream's start, or from the
+    sequence after `start_after`."""
+    resume = start_after is not None
+    return ConsumerConfig(
+        durable_name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE if resume else DeliverPolicy.ALL,
+        opt_start_seq=start_after + 1 if resume else None,
+        ack_wait=ack_wait,
+        max_ack_pending=max_ack_pending,
+        max_deliver=-1,
+    )
+
+
+class ByteBudget:
+    """Payload bytes fetched and not yet settled, bounded: the fetcher waits for room, and
+    each fetch asks the server for no more than the room left."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    async def room(self, at_least: int) -> int:
+        """Wait until `at_least` bytes are free; the bytes free then."""
+        while self.limit - self.used < at_least:
+            self._freed.clear()
+            await self._freed.wait()
+        return self.limit - self.used
+
+    def take(self, size: int) -> None:
+        self.used += size
+
+    def give_back(self, size: int) -> None:
+        self.used -= size
+        self._freed.set()
+
+
 FETCH_TIMEOUT_SECONDS = 1.0
+# How often a bound consumer is looked up on the server: a deleted consumer or stream is
+# noticed within this (or at once, when a fetch fails).
+CONSUMER_CHECK_SECONDS = 2.0
+# A status on the pull inbox: 100 is an idle heartbeat; 404/408/409 end one pull request.
+_HEARTBEAT = "100"
+_GONE_STATUSES = ("503",)
+
+
+class ConsumerGoneError(nats.errors.Error):
+    """A pull request had no responder: the consumer (or its stream) is not there."""
+
+
+async def fetch(
+    subscription: JetStreamContext.PullSubscription,
+    batch: int,
+    max_bytes: int,
+    timeout: float,
+) -> list[Msg]:
+    """Up to `batch` messages, at most `max_bytes` of them, waiting up to `timeout`.
+
+    nats-py's own fetch cannot limit bytes; a pull request can (`max_bytes`), so this sends
+    its own, the way nats-py does: a no-wait request for what is there, then, if nothing
+    was, one that waits. Messages left in the inbox by an earlier request come first.
+    """
+    # The subscription's internals are nats-py's; they are pinned by pyproject (nats-py 2.x).
+    inbox = subscription._sub
+    messages = _drain(inbox, batch)
+    if messages:
+        return messages
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    for wait in (False, True):
+        request: dict[str, object] = {"batch": batch, "max_bytes": max_bytes}
+        if wait:
+            remaining = deadline - loop.time()
+            if remaining <= 0.01:
+                return messages
+            request["expires"] = int((remaining - 0.01) * 1e9)
+        else:
+            request["no_wait"] = True
+        await subscription._nc.publish(subscription._nms, json.dumps(request).encode(),
+                                       subscription._deliver)
+        await _collect(inbox, messages, batch, deadline, loop)
+        if messages:
+            return messages
+    return messages
+
+
+def _drain(inbox, batch: int) -> list[Msg]:
+    messages: list[Msg] = []
+    queue = inbox._pending_queue
+    while len(messages) < batch and not queue.empty():
+        message = queue.get_nowait()
+        inbox._pending_size -= len(message.data)
+        if not (message.headers and message.headers.get("Status")):
+            messages.append(message)
+    return messages
+
+
+async def _collect(inbox, messages: list[Msg], batch: int, deadline: float, loop) -> None:
+    """Messages answering one pull request, until it ends (a status) or the deadline."""
+    while len(messages) < batch:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return
+        try:
+            message = await inbox.next_msg(timeout=remaining)
+        except nats.errors.TimeoutError:
+            return
+        status = message.headers.get("Status") if message.headers else None
+        if status is None:
+            messages.append(message)
+        elif status in _GONE_STATUSES:
+            raise ConsumerGoneError
+        elif status != _HEARTBEAT:
+            return
 
 
 class PullConsumer:
-    """A durable pull consumer that sets itself up once NATS is there and keeps fetching
-    across outages: the durable consumer on the server keeps our place."""
+    """A durable pull consumer that binds once NATS is there, keeps fetching across outages
+    (the durable on the server keeps our place), and heals itself: a consumer or stream
+    deleted on the server is noticed within CONSUMER_CHECK_SECONDS and created again, the
+    consumer resuming after the last acknowledged sequence the service saw (its ack floor,
+    looked up at every check), so nothing is lost and at most the few messages acked since
+    the last check are delivered again (the idempotent insert absorbs them). A stream that
+    was itself deleted starts anew from its first message.
+
+    Its state is the readiness check "consumer".
+    """
 
     def __init__(
         self,
@@ -212,55 +417,139 @@ class PullConsumer:
         self._max_ack_pending = max_ack_pending
         self._also_ensure = also_ensure
         self._subscription: JetStreamContext.PullSubscription | None = None
+        self._generation = -1
+        self._ack_floor: int | None = None
+        self._checked_at = 0.0
+        self._unbound_because = "not bound yet"
+        self._reported_differences: set[str] = set()
         self._stopping = False
+        health.add_check("consumer", self.check)
 
     @property
     def bound(self) -> bool:
         return self._subscription is not None
 
-    async def batches(self, batch_size: int) -> AsyncIterator[list[Msg]]:
+    def check(self) -> CheckResult:
+        if self._subscription is None:
+            return CheckResult.failing(self._unbound_because)
+        return CheckResult.passing(f"{self._stream.name}/{self._durable}")
+
+    async def batches(
+        self, batch_size: int, budget: ByteBudget | None = None
+    ) -> AsyncIterator[list[Msg]]:
         """Fetched batches, until `stop()`; each fetch waits at most FETCH_TIMEOUT_SECONDS,
-        which bounds how long stopping takes."""
+        which bounds how long stopping takes. With a budget, fetched payload bytes are
+        taken from it (the caller gives them back once the messages are settled)."""
         backoff = Backoff(initial=0.2, maximum=5.0)
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             if not self._link.client.is_connected:
                 await asyncio.sleep(0.1)
                 continue
-            if self._subscription is None:
+            if self._subscription is None or self._generation != self._link.generation:
                 try:
                     await self._bind()
                     backoff.reset()
-                except NATS_TROUBLE as error:
-                    log.warning("cannot set up consumer %s yet (%s)", self._durable,
-                                describe_error(error))
+                except Exception as error:
+                    if classify(error) is Fault.BUG:
+                        raise
+                    self._unbind(f"cannot bind: {describe_error(error)}")
                     await backoff.wait()
                 continue
+            # One message may be as large as the server allows: always leave room for it.
+            largest = max(self._link.client.max_payload, 1024 * 1024)
+            max_bytes = await budget.room(largest) if budget else 64 * largest
             try:
-                messages = await self._subscription.fetch(batch_size,
-                                                          timeout=FETCH_TIMEOUT_SECONDS)
-            except NATS_TROUBLE:
-                continue  # nothing within the timeout, or NATS away (the link reconnects)
-            if messages:  # a pull can end with a status and no messages
+                messages = await fetch(self._subscription, batch_size, max_bytes,
+                                       FETCH_TIMEOUT_SECONDS)
+            except Exception as error:
+                if classify(error) is Fault.BUG:
+                    raise
+                await self._verify()
+                continue
+            if loop.time() - self._checked_at > CONSUMER_CHECK_SECONDS:
+                await self._verify()
+            if messages:
+                if budget:
+                    budget.take(sum(len(message.data) for message in messages))
                 yield messages
 
     def stop(self) -> None:
         self._stopping = True
 
     async def close(self) -> None:
-        if self._subscription is not None:
-            with contextlib.suppress(*NATS_TROUBLE):
-                await self._subscription.unsubscribe()
+        self._unbind("closed")
 
     async def _bind(self) -> None:
         js = self._link.jetstream
         for stream in (self._stream, *self._also_ensure):
-            await ensure_stream(js, stream)
-        self._subscription = await ensure_pull_consumer(
-            js, self._stream, self._durable,
-            ack_wait=self._ack_wait, max_ack_pending=self._max_ack_pending,
-        )
+            differences = await ensure_stream(js, stream)
+            self._report_differences(stream, differences)
+        generation = self._link.generation
+        try:
+            info = await js.consumer_info(self._stream.name, self._durable)
+        except NotFoundError:
+            info = await self._create(js)
+        self._ack_floor = info.ack_floor.stream_seq if info.ack_floor else None
+        self._subscription = await js.pull_subscribe_bind(durable=self._durable,
+                                                          stream=self._stream.name)
+        self._generation = generation
+        self._checked_at = asyncio.get_running_loop().time()
         log.info("consuming %s as durable %s", self._stream.name, self._durable)
         self._health.refresh()
+
+    async def _create(self, js: JetStreamContext):
+        start_after = None
+        if self._ack_floor:
+            # Resume after what was acknowledged, unless the stream itself is new (deleted
+            # and created again: its sequences start over).
+            state = (await js.stream_info(self._stream.name)).state
+            if state.last_seq >= self._ack_floor:
+                start_after = self._ack_floor
+            log.warning("durable %s was not found on %s; creating it again from %s",
+                        self._durable, self._stream.name,
+                        f"stream sequence {start_after + 1}" if start_after else "the start")
+        config = pull_consumer_config(self._durable, ack_wait=self._ack_wait,
+                                      max_ack_pending=self._max_ack_pending,
+                                      start_after=start_after)
+        try:
+            return await js.add_consumer(self._stream.name, config)
+        except APIError:
+            # Another replica created it meanwhile (with its own idea of the start): use it.
+            return await js.consumer_info(self._stream.name, self._durable)
+
+    async def _verify(self) -> None:
+        """Is our consumer still there? Notes its ack floor; unbinds if it is gone."""
+        self._checked_at = asyncio.get_running_loop().time()
+        try:
+            info = await self._link.jetstream.consumer_info(self._stream.name, self._durable)
+        except NotFoundError:
+            log.warning("durable %s on %s is gone (deleted?); re-creating it", self._durable,
+                        self._stream.name)
+            self._unbind("consumer deleted; re-creating")
+            return
+        except Exception as error:
+            if classify(error) is Fault.BUG:
+                raise
+            return  # NATS trouble: the "nats" check shows it; the next fetch will retry
+        if info.ack_floor is not None:
+            self._ack_floor = info.ack_floor.stream_seq
+
+    def _unbind(self, why: str) -> None:
+        subscription, self._subscription = self._subscription, None
+        self._unbound_because = why
+        if subscription is not None:
+            task = asyncio.ensure_future(subscription.unsubscribe())
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._health.refresh()
+
+    def _report_differences(self, stream: Stream, differences: list[str]) -> None:
+        new = [difference for difference in differences
+               if difference not in self._reported_differences]
+        if new:
+            self._reported_differences.update(new)
+            log.warning("stream %s differs from this service's settings, left as it is: %s",
+                        stream.name, "; ".join(new))
 
 
 async def settle(messages: list[Msg], action: Callable[[Msg], Awaitable[None]]) -> None:
@@ -269,5 +558,7 @@ async def settle(messages: list[Msg], action: Callable[[Msg], Awaitable[None]]) 
     for message in messages:
         try:
             await action(message)
-        except (nats.errors.Error, OSError):
+        except Exception as error:
+            if classify(error) is Fault.BUG:
+                raise
             return

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from services.common.config import DatabaseSettings, Env, RuntimeSettings
+from services.common.messaging import (
+    ROUTES_LIMITS,
+    TELEMETRY_LIMITS,
+    StreamLimits,
+    routes_stream,
+    telemetry_stream,
+)
+from services.ingest_iot.telemetry import ReadingLimits
 
 
 @dataclass(frozen=True)
@@ -16,8 +25,9 @@ class IngestConfig:
     batch_size: int
     # A partial batch is committed this long after its first message arrived.
     flush_interval: float
-    # Larger payloads are quarantined as payload_too_large.
-    max_payload_bytes: int
+    # Larger payloads are quarantined as payload_too_large; readings whose ts is further
+    # from now than the window allows, as ts_out_of_range.
+    reading_limits: ReadingLimits
     durable: str
     # JetStream redelivers a message not acked within this time; in-flight batches send
     # in-progress signals while a slow commit runs, so this bounds crash recovery only.
@@ -25,7 +35,23 @@ class IngestConfig:
     max_ack_pending: int
     # Fetched batches waiting for the writer (back-pressure beyond this).
     prefetch_batches: int
+    # Payload bytes fetched and not yet acked, at most (memory stays bounded in bytes).
+    max_buffered_bytes: int
     routes_refresh: float
+    telemetry_limits: StreamLimits
+    routes_limits: StreamLimits
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return self.reading_limits.max_payload_bytes
+
+    @property
+    def telemetry_stream(self):
+        return telemetry_stream(self.telemetry_limits)
+
+    @property
+    def routes_stream(self):
+        return routes_stream(self.routes_limits)
 
     @classmethod
     def from_env(cls, env: Env) -> IngestConfig:
@@ -37,8 +63,14 @@ class IngestConfig:
             batch_size=batch_size,
             flush_interval=env.integer("FLUSH_INTERVAL_MS", 200, minimum=1, maximum=60_000)
             / 1000,
-            max_payload_bytes=env.integer(
-                "MAX_PAYLOAD_BYTES", 65_536, minimum=64, maximum=8 * 1024 * 1024
+            reading_limits=ReadingLimits(
+                max_payload_bytes=env.integer(
+                    "MAX_PAYLOAD_BYTES", 65_536, minimum=64, maximum=8 * 1024 * 1024
+                ),
+                max_age=timedelta(seconds=env.seconds(
+                    "TS_MAX_AGE_SECONDS", 30 * 86400.0, minimum=60, maximum=100 * 365 * 86400)),
+                max_future=timedelta(seconds=env.seconds(
+                    "TS_MAX_FUTURE_SECONDS", 300.0, maximum=365 * 86400)),
             ),
             durable=env.text("INGEST_DURABLE", "ingest"),
             ack_wait=env.seconds("ACK_WAIT_SECONDS", 30.0, minimum=5, maximum=3600),
@@ -46,5 +78,10 @@ class IngestConfig:
                 "MAX_ACK_PENDING", 10_000, minimum=batch_size, maximum=1_000_000
             ),
             prefetch_batches=env.integer("PREFETCH_BATCHES", 4, minimum=1, maximum=100),
+            max_buffered_bytes=env.integer(
+                "MAX_BUFFERED_BYTES", 32 * 1024 * 1024, minimum=2 * 1024 * 1024,
+                maximum=4 * 1024**3),
             routes_refresh=env.seconds("ROUTES_REFRESH_SECONDS", 10.0, minimum=0.1),
+            telemetry_limits=StreamLimits.from_env(env, "TELEMETRY", TELEMETRY_LIMITS),
+            routes_limits=StreamLimits.from_env(env, "ROUTES", ROUTES_LIMITS),
         )

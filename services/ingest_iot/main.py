@@ -21,8 +21,8 @@ class IngestService:
         self._pipeline = IngestPipeline(config, health, self._nats)
         self._workers = Workers(health)
         health.declare_counters("ingested", "duplicates", "quarantined", "routed", "batches")
-        health.add_check("nats", self._nats.check)
-        health.add_check("database", self._database.check)
+        # "nats", "database" and "consumer" are registered by the link, the probe and the
+        # consumer themselves.
         health.add_check("batch_writer", self._pipeline.check)
 
     async def start(self) -> None:

@@ -4,6 +4,11 @@ Two tasks share a bounded queue: the fetcher pulls batches from the durable cons
 writer validates them, commits them in one statement, publishes route fan-out, and only
 then acks. A crash anywhere before the ack means redelivery, which the idempotent insert
 absorbs: at-least-once delivery, exactly-once rows.
+
+Errors follow the failure taxonomy (services.common.faults): the database or NATS being
+unavailable is retried until they are back (readiness shows it); a message the database
+refuses is isolated by splitting its batch and quarantined; anything else is a bug and
+ends the writer, which fails liveness.
 """
 
 from __future__ import annotations
@@ -14,22 +19,35 @@ import json
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
-import asyncpg
 from nats.aio.msg import Msg
 
 from services.common import db
 from services.common.health import CheckResult, HealthState
-from services.common.logs import describe_error
-from services.common.messaging import ROUTES, TELEMETRY, NatsLink, PullConsumer, settle
-from services.common.retry import Backoff
+from services.common.messaging import (
+    ByteBudget,
+    NatsLink,
+    PullConsumer,
+    ensure_stream,
+    settle,
+)
+from services.common.retry import Attempts
 from services.ingest_iot.config import IngestConfig
-from services.ingest_iot.store import BatchRows, commit_batch, routed_devices
+from services.ingest_iot.store import (
+    BatchRows,
+    CommitResult,
+    Entry,
+    commit_batch,
+    commit_isolating,
+    routed_devices,
+)
 from services.ingest_iot.telemetry import Reading, parse_reading
 
 log = logging.getLogger("pipeline")
 
-# A commit waits for locks rather than failing fast, but not forever (a hung server).
+# A commit waits for locks rather than failing fast, but not forever (a hung server). The
+# worker stall threshold (WORKER_STALL_SECONDS) must stay above it.
 COMMIT_TIMEOUT_SECONDS = 60.0
 # Put on the queue by the fetcher after its last batch: the writer drains up to it, then ends.
 END_OF_FETCH: list[Msg] = []
@@ -41,29 +59,34 @@ class IngestPipeline:
         self._health = health
         self._nats = nats_link
         self._consumer = PullConsumer(
-            nats_link, health, TELEMETRY, config.durable,
+            nats_link, health, config.telemetry_stream, config.durable,
             ack_wait=config.ack_wait, max_ack_pending=config.max_ack_pending,
-            also_ensure=(ROUTES,),  # we publish into it; route_delivery consumes it
+            also_ensure=(config.routes_stream,),  # we publish into it; route_delivery consumes
         )
+        self._budget = ByteBudget(config.max_buffered_bytes)
         self._fetched: asyncio.Queue[list[Msg]] = asyncio.Queue(config.prefetch_batches)
         self._carry: deque[Msg] = deque()
         self._fetch_ended = False
         self._writer_running = False
         self._routes: dict[str, tuple[int, ...]] = {}
         self._connection = db.DedicatedConnection(config.database.url, "ingest_iot")
+        self._progress = health.progress("writer")
+        self._commits = Attempts(health.dependency("database"), "writer",
+                                 progress=self._progress)
+        self._fan_out = Attempts(health.dependency("nats"), "route fan-out",
+                                 progress=self._progress)
+        self._check_routes_stream = False
 
     def check(self) -> CheckResult:
-        """Readiness check "batch_writer": the writer runs and the consumer is bound."""
+        """Readiness check "batch_writer": the writer runs."""
         if not self._writer_running:
             return CheckResult.failing("writer not running")
-        if not self._consumer.bound:
-            return CheckResult.failing("consumer not bound")
         return CheckResult.passing("running")
 
     # -- fetching ----------------------------------------------------------------------
 
     async def run_fetcher(self) -> None:
-        async for messages in self._consumer.batches(self._config.batch_size):
+        async for messages in self._consumer.batches(self._config.batch_size, self._budget):
             await self._fetched.put(messages)
         await self._fetched.put(END_OF_FETCH)
 
@@ -77,9 +100,15 @@ class IngestPipeline:
                 batch = await self._next_batch()
                 if not batch:
                     return  # stopping, and everything fetched has been written
-                await self._write(batch)
+                with self._progress.working():
+                    await self._progress.checkpoint()
+                    try:
+                        await self._write(batch)
+                    finally:
+                        self._budget.give_back(sum(len(message.data) for message in batch))
         finally:
             self._writer_running = False
+            self._health.refresh()
 
     async def _next_batch(self) -> list[Msg]:
         """Up to batch_size messages: a full batch at once, a partial one after the flush
@@ -116,51 +145,34 @@ class IngestPipeline:
         return messages
 
     async def _write(self, batch: list[Msg]) -> None:
-        rows = BatchRows()
-        routed: list[tuple[int, Reading]] = []
-        readings = 0
-        for message in batch:
-            outcome = parse_reading(message.data, self._config.max_payload_bytes)
-            if isinstance(outcome, Reading):
-                rows.add_reading(outcome)
-                readings += 1
-                routed.extend((route, outcome) for route in self._routes.get(outcome.device_id, ()))
-            else:
-                rows.add_rejection(message.metadata.sequence.stream, message.subject,
-                                   outcome.reason, message.data, self._config.max_payload_bytes)
-
+        limits = self._config.reading_limits
+        window = limits.window(datetime.now(UTC))
+        entries = [Entry(message, parse_reading(message.data, limits, window))
+                   for message in batch]
         async with self._keep_in_progress(batch):
-            result = await self._commit(rows)
+            result = await self._store(entries)
+        readings = sum(isinstance(entry.outcome, Reading) for entry in entries)
         self._health.count("ingested", result.stored)
-        self._health.count("duplicates", readings - result.stored)
-        self._health.count("quarantined", len(rows.quarantine_seqs))
+        self._health.count("duplicates", readings - result.stored - result.refused)
+        self._health.count("quarantined", result.quarantined)
 
-        if routed and not await self._publish_routes(routed):
-            # Committed but not fanned out: have the batch redelivered. The insert is then a
-            # no-op and the route messages are de-duplicated by their message id.
-            await settle(batch, lambda message: message.nak(delay=1.0))
-            return
+        routed = [(route, entry.outcome) for entry in entries
+                  if isinstance(entry.outcome, Reading)
+                  for route in self._routes.get(entry.outcome.device_id, ())]
+        if routed:
+            await self._fan_out.run(lambda: self._publish_routes(routed),
+                                    on_failure=self._routes_stream_in_doubt)
         await settle(batch, lambda message: message.ack())
         self._health.count("batches")
 
-    async def _commit(self, rows: BatchRows):
-        backoff = Backoff(initial=0.2, maximum=5.0)
-        reported = False
-        while True:
-            try:
-                connection = await self._connection.get()
-                result = await commit_batch(connection, rows, COMMIT_TIMEOUT_SECONDS)
-            except db.UNAVAILABLE as error:
-                self._connection.discard()
-                if not reported:
-                    log.warning("commit failed (%s); retrying until the database is back",
-                                describe_error(error))
-                    reported = True
-                await backoff.wait()
-                continue
-            if reported:
-                log.info("commit succeeded after retries")
-            return result
+    async def _store(self, entries: list[Entry]) -> CommitResult:
+        return await commit_isolating(entries, lambda part: self._commits.run(
+            lambda: self._commit(part), on_failure=self._connection.discard))
+
+    async def _commit(self, entries: list[Entry]) -> CommitResult:
+        rows = BatchRows.of(entries, self._config.max_payload_bytes)
+        connection = await self._connection.get()
+        return await commit_batch(connection, rows, COMMIT_TIMEOUT_SECONDS)
 
     @contextlib.asynccontextmanager
     async def _keep_in_progress(self, batch: list[Msg]) -> AsyncIterator[None]:
@@ -180,8 +192,13 @@ class IngestPipeline:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _publish_routes(self, routed: list[tuple[int, Reading]]) -> bool:
+    async def _publish_routes(self, routed: list[tuple[int, Reading]]) -> None:
+        """Publish the fan-out of a committed batch. Re-publication after a failure is
+        de-duplicated by JetStream (the message id), so the whole set is simply retried."""
         js = self._nats.jetstream
+        if self._check_routes_stream:
+            await ensure_stream(js, self._config.routes_stream)  # deleted? create it again
+            self._check_routes_stream = False
         publishes = []
         for route_id, reading in routed:
             ts = reading.ts.isoformat()
@@ -192,24 +209,26 @@ class IngestPipeline:
                 headers={"Nats-Msg-Id": f"{route_id}/{reading.device_id}/{ts}"},
             ))
         outcomes = await asyncio.gather(*publishes, return_exceptions=True)
-        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-        if failures:
-            log.warning("route fan-out failed for %d of %d messages (%s)",
-                        len(failures), len(outcomes), describe_error(failures[0]))
-            return False
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         self._health.count("routed", len(outcomes))
-        return True
+
+    def _routes_stream_in_doubt(self) -> None:
+        self._check_routes_stream = True
 
     # -- routes ------------------------------------------------------------------------
 
     async def run_routes_refresher(self) -> None:
         """Keep the set of devices with routes current (a small table, read every few s)."""
         connection = db.DedicatedConnection(self._config.database.url, "ingest_iot-routes")
+        attempts = Attempts(self._health.dependency("database"), "routes refresher")
+
+        async def refresh() -> dict[str, tuple[int, ...]]:
+            return await routed_devices(await connection.get())
+
         while True:
-            try:
-                self._routes = await routed_devices(await connection.get())
-            except (*db.UNAVAILABLE, asyncpg.PostgresError):
-                connection.discard()
+            self._routes = await attempts.run(refresh, on_failure=connection.discard)
             await asyncio.sleep(self._config.routes_refresh)
 
     # -- shutdown ----------------------------------------------------------------------
@@ -222,4 +241,3 @@ class IngestPipeline:
     async def close(self) -> None:
         await self._consumer.close()
         await self._connection.close()
-

@@ -3,11 +3,18 @@ messages and the change notification, atomically, in a single round trip."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import asyncpg
 
-from services.ingest_iot.telemetry import Reading
+from services.common.faults import Fault, classify, sqlstate
+from services.common.logs import describe_error
+from services.ingest_iot.telemetry import Reading, Rejection
+
+log = logging.getLogger("store")
 
 STREAM_NAME = "TELEMETRY"
 
@@ -47,6 +54,30 @@ SELECT (SELECT count(*) FROM stored) AS stored,
 ROUTED_DEVICES = "SELECT id, device_id FROM message_routes WHERE enabled ORDER BY id"
 
 
+class Sequence(Protocol):
+    stream: int
+
+
+class Metadata(Protocol):
+    sequence: Sequence
+
+
+class Message(Protocol):
+    """What the store needs of a JetStream message."""
+
+    subject: str
+    data: bytes
+    metadata: Metadata
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One message of a batch and what validation made of it."""
+
+    message: Message
+    outcome: Reading | Rejection
+
+
 @dataclass
 class BatchRows:
     """A batch as column arrays, the shape COMMIT_BATCH takes."""
@@ -59,6 +90,18 @@ class BatchRows:
     quarantine_reasons: list[str] = field(default_factory=list)
     quarantine_payloads: list[bytes] = field(default_factory=list)
     quarantine_sizes: list[int] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, entries: list[Entry], kept_bytes: int) -> BatchRows:
+        rows = cls()
+        for entry in entries:
+            if isinstance(entry.outcome, Reading):
+                rows.add_reading(entry.outcome)
+            else:
+                rows.add_rejection(entry.message.metadata.sequence.stream,
+                                   entry.message.subject, entry.outcome.reason,
+                                   entry.message.data, kept_bytes)
+        return rows
 
     def add_reading(self, reading: Reading) -> None:
         self.device_ids.append(reading.device_id)
@@ -79,6 +122,43 @@ class BatchRows:
 class CommitResult:
     stored: int
     quarantined: int
+    # Readings that passed validation but that the database refused (then quarantined).
+    refused: int = 0
+
+
+Commit = Callable[[list[Entry]], Awaitable[CommitResult]]
+
+
+async def commit_isolating(entries: list[Entry], commit: Commit) -> CommitResult:
+    """Commit the entries; a part the database refuses as bad data (the failure taxonomy's
+    "bad message") is split in halves until the one reading to blame is found, which is
+    quarantined as rejected_by_database_<SQLSTATE>. Validation should leave nothing for
+    this to find: it is the second line of defence, so that one message can never stop
+    ingest. Dependency errors are `commit`'s to retry; bugs propagate."""
+    try:
+        return await commit(entries)
+    except Exception as error:
+        if classify(error) is not Fault.BAD_MESSAGE:
+            raise
+        if len(entries) == 1:
+            return await _quarantine_refused(entries[0], error, commit)
+        log.warning("database refused a batch of %d (%s); splitting it to find the message "
+                    "to blame", len(entries), describe_error(error))
+    middle = len(entries) // 2
+    first = await commit_isolating(entries[:middle], commit)
+    second = await commit_isolating(entries[middle:], commit)
+    return CommitResult(first.stored + second.stored, first.quarantined + second.quarantined,
+                        first.refused + second.refused)
+
+
+async def _quarantine_refused(entry: Entry, error: Exception, commit: Commit) -> CommitResult:
+    if not isinstance(entry.outcome, Reading):
+        raise error  # a quarantine row refused: our bug, not the message's
+    reason = f"rejected_by_database_{sqlstate(error) or 'unknown'}"
+    log.warning("quarantining stream message %s: %s", entry.message.metadata.sequence.stream,
+                reason)
+    result = await commit([Entry(entry.message, Rejection(reason))])
+    return CommitResult(result.stored, result.quarantined, refused=1)
 
 
 async def commit_batch(

@@ -2,6 +2,12 @@
 
 A message is JSON `{"device_id": str, "ts": RFC 3339 timestamp, "metrics": {name: number}}`.
 Anything else is rejected with a short machine-readable reason and quarantined.
+
+The rule: whatever this module accepts, PostgreSQL accepts too. A value the database
+would refuse (a NUL or an unpaired surrogate in a metric name, a timestamp that leaves
+PostgreSQL's range once converted to UTC, a number outside float8) is rejected here, by
+name, so one message can never fail a batch. (The pipeline still splits a batch the
+database refuses, as a second line of defence.)
 """
 
 from __future__ import annotations
@@ -10,12 +16,15 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 # device_id becomes part of a NATS subject (routes.<device_id>): no dots, spaces or wildcards.
 DEVICE_ID = re.compile(r"[A-Za-z0-9_\-:]{1,128}")
+# jsonb refuses \u0000, and UTF-8 cannot carry a lone surrogate.
+FORBIDDEN_IN_TEXT = re.compile("[\x00\ud800-\udfff]")
 METRIC_NAME_MAX = 128
 METRICS_MAX = 256
+TS_TEXT_MAX = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +39,33 @@ class Rejection:
     reason: str
 
 
-def parse_reading(payload: bytes, max_payload_bytes: int) -> Reading | Rejection:
-    if len(payload) > max_payload_bytes:
+@dataclass(frozen=True, slots=True)
+class ReadingLimits:
+    """What a reading may be: its size, and how far its timestamp may be from now (a device
+    with a skewed clock must not make every evaluation range cover the whole table)."""
+
+    max_payload_bytes: int
+    max_age: timedelta = timedelta(days=30)
+    max_future: timedelta = timedelta(minutes=5)
+
+    def window(self, now: datetime) -> TimeWindow:
+        return TimeWindow(now - self.max_age, now + self.max_future)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    earliest: datetime
+    latest: datetime
+
+
+def parse_reading(payload: bytes, limits: ReadingLimits, window: TimeWindow) -> Reading | Rejection:
+    """The reading in `payload`, or why it is refused. Never raises, whatever the bytes."""
+    if len(payload) > limits.max_payload_bytes:
         return Rejection("payload_too_large")
     try:
         document = json.loads(payload)
+    except RecursionError:
+        return Rejection("too_deep")
     except (ValueError, UnicodeDecodeError):
         return Rejection("invalid_json")
     if not isinstance(document, dict):
@@ -52,39 +83,49 @@ def parse_reading(payload: bytes, max_payload_bytes: int) -> Reading | Rejection
     ts = _parse_rfc3339(raw_ts)
     if ts is None:
         return Rejection("invalid_ts")
+    if not window.earliest <= ts <= window.latest:
+        return Rejection("ts_out_of_range")
 
     metrics = document.get("metrics")
     if metrics is None:
         return Rejection("missing_metrics")
-    if not _valid_metrics(metrics):
-        return Rejection("invalid_metrics")
+    reason = _metrics_problem(metrics)
+    if reason is not None:
+        return Rejection(reason)
     return Reading(device_id, ts, json.dumps(metrics, separators=(",", ":")))
 
 
 def _parse_rfc3339(value: object) -> datetime | None:
-    if not isinstance(value, str) or len(value) > 40 or "T" not in value.upper():
+    """The instant, in UTC; None unless an RFC 3339 timestamp with an offset."""
+    if not isinstance(value, str) or len(value) > TS_TEXT_MAX or "T" not in value.upper():
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
     # RFC 3339 requires an offset; a naive time would be stored in the server's zone.
-    return parsed if parsed.tzinfo is not None else None
+    if parsed.tzinfo is None:
+        return None
+    try:
+        # 0001-01-01T00:00:00+01:00 is a valid datetime whose UTC instant is not.
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
-def _valid_metrics(metrics: object) -> bool:
+def _metrics_problem(metrics: object) -> str | None:
     if not isinstance(metrics, dict) or not 0 < len(metrics) <= METRICS_MAX:
-        return False
+        return "invalid_metrics"
     for name, value in metrics.items():
-        if not name or len(name) > METRIC_NAME_MAX:
-            return False
+        if not name or len(name) > METRIC_NAME_MAX or FORBIDDEN_IN_TEXT.search(name):
+            return "invalid_metric_name"
         # bool is an int subclass, NaN/Infinity parse from JSON but are not numbers, and
         # a huge integer would break every float8 comparison the evaluator makes.
         if type(value) not in (int, float):
-            return False
+            return "invalid_metrics"
         try:
             if not math.isfinite(float(value)):
-                return False
+                return "invalid_metrics"
         except OverflowError:
-            return False
-    return True
+            return "invalid_metrics"
+    return None

@@ -1,18 +1,22 @@
 """ingest_iot's message validation, without the network."""
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.ingest_iot.telemetry import Reading, Rejection, parse_reading
+from services.ingest_iot.telemetry import Reading, ReadingLimits, Rejection, parse_reading
 
 LIMIT = 65_536
+LIMITS = ReadingLimits(LIMIT, max_age=timedelta(days=30), max_future=timedelta(minutes=5))
+# Validation runs against a clock; these tests pin it just after the readings they send.
+NOW = datetime(2026, 3, 1, 12, 1, tzinfo=UTC)
+WINDOW = LIMITS.window(NOW)
 
 
 def parse(document) -> Reading | Rejection:
     payload = document if isinstance(document, bytes) else json.dumps(document).encode()
-    return parse_reading(payload, LIMIT)
+    return parse_reading(payload, LIMITS, WINDOW)
 
 
 def valid(**changes) -> dict:
@@ -64,7 +68,22 @@ def test_timestamp_offset_is_kept_as_an_instant():
         (b'{"device_id":"d","ts":"2026-03-01T12:00:00Z","metrics":{"t":Infinity}}',
          "invalid_metrics"),
         (valid(metrics={"t": 10**400}), "invalid_metrics"),
-        (valid(metrics={"": 1}), "invalid_metrics"),
+        (valid(metrics={"": 1}), "invalid_metric_name"),
+        (valid(metrics={"t\u0000": 1}), "invalid_metric_name"),  # jsonb refuses NUL
+        (b'{"device_id":"d","ts":"2026-03-01T12:00:00Z","metrics":{"t\\ud800":1}}',
+         "invalid_metric_name"),  # a lone surrogate cannot be UTF-8
+        (valid(metrics={"x" * 129: 1}), "invalid_metric_name"),
+        (b"[" * 3000 + b"]" * 3000, "too_deep"),
+        (b'{"a":' * 3000 + b"1" + b"}" * 3000, "too_deep"),
+        (valid(ts="0001-01-01T00:00:00+01:00"), "invalid_ts"),  # before year 1 in UTC
+        (valid(ts="9999-12-31T23:59:59-01:00"), "invalid_ts"),  # after year 9999 in UTC
+        (valid(ts="2026-03-01T12:00:00+00:00" + "0" * 40), "invalid_ts"),
+        (valid(ts="2026-03-01T12:07:00Z"), "ts_out_of_range"),  # a clock 6 min fast
+        (valid(ts="2026-01-01T00:00:00Z"), "ts_out_of_range"),  # older than 30 days
+        (valid(ts="2126-03-01T12:00:00Z"), "ts_out_of_range"),
+        (b"", "invalid_json"),
+        (b"1e400", "not_an_object"),
+        (valid(metrics={"t": 1e308 * 10}), "invalid_metrics"),
     ],
 )
 def test_invalid_message_is_rejected_with_its_reason(payload, reason):
@@ -73,4 +92,4 @@ def test_invalid_message_is_rejected_with_its_reason(payload, reason):
 
 def test_payload_over_the_limit_is_rejected_before_parsing():
     oversized = json.dumps(valid(padding="x" * LIMIT)).encode()
-    assert parse_reading(oversized, LIMIT) == Rejection("payload_too_large")
+    assert parse_reading(oversized, LIMITS, WINDOW) == Rejection("payload_too_large")

@@ -20,6 +20,7 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import asyncpg
 import nats
@@ -30,7 +31,7 @@ from nats.js.errors import NotFoundError
 from services.common.config import Env
 from services.common.messaging import TELEMETRY, ensure_pull_consumer, settle
 from services.ingest_iot.config import IngestConfig
-from services.ingest_iot.telemetry import Reading, parse_reading
+from services.ingest_iot.telemetry import Reading, ReadingLimits, parse_reading
 
 INSERT_ONE = """
 INSERT INTO telemetry (device_id, ts, metrics) VALUES ($1, $2, $3::jsonb)
@@ -44,10 +45,11 @@ async def _ack_only(batch: list[Msg]) -> None:
     await settle(batch, lambda message: message.ack())
 
 
-def _insert_each(connection: asyncpg.Connection, max_payload_bytes: int) -> Handle:
+def _insert_each(connection: asyncpg.Connection, limits: ReadingLimits) -> Handle:
     async def handle(batch: list[Msg]) -> None:
+        window = limits.window(datetime.now(UTC))
         for message in batch:
-            outcome = parse_reading(message.data, max_payload_bytes)
+            outcome = parse_reading(message.data, limits, window)
             if isinstance(outcome, Reading):
                 await connection.execute(INSERT_ONE, outcome.device_id, outcome.ts,
                                          outcome.metrics_json)
@@ -96,7 +98,7 @@ async def _main(kind: str, durable: str, messages: int) -> dict[str, float]:
     database = await asyncpg.connect(config.database.url)
     try:
         return await consume(config, durable, messages,
-                             _insert_each(database, config.max_payload_bytes))
+                             _insert_each(database, config.reading_limits))
     finally:
         await database.close()
 

@@ -166,7 +166,7 @@ def _throughput(stack: Stack, settings: Settings, results: Results, log: Log) ->
                                             settings.messages, sampled)),
         (ONE_INSERT, lambda: reference_run(stack, "one-insert", settings.one_insert_messages)),
         (CEILING, lambda: reference_run(stack, "ceiling", settings.messages)),
-        (VALIDATION_ONLY, lambda: validation_run(payloads, config.max_payload_bytes)),
+        (VALIDATION_ONLY, lambda: validation_run(payloads, config.reading_limits)),
         (COMMIT_ONLY, lambda: commit_run(stack, payloads, config)),
     ]
     log("warm-up: one uncounted ingest run")

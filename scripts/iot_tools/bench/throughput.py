@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -30,7 +31,7 @@ from iot_tools.bench.windows import Split, Transaction, Window, split, steady_ra
 from services.ingest_iot.config import IngestConfig
 from services.ingest_iot.pipeline import COMMIT_TIMEOUT_SECONDS
 from services.ingest_iot.store import BatchRows, commit_batch
-from services.ingest_iot.telemetry import Reading, parse_reading
+from services.ingest_iot.telemetry import Reading, ReadingLimits, parse_reading
 
 POLL_SECONDS = 0.05
 
@@ -133,11 +134,12 @@ def reference_run(stack: Stack, kind: str, messages: int) -> RunResult:
     return RunResult(kind, messages, steady_rate(_committed(stack, kind, messages)), wall)
 
 
-def validation_run(payloads: jetstream.Payloads, max_payload_bytes: int) -> RunResult:
+def validation_run(payloads: jetstream.Payloads, limits: ReadingLimits) -> RunResult:
     """ingest_iot's validation (JSON, device id, timestamp, metrics) alone, in this process."""
     started = time.perf_counter()
+    window = limits.window(datetime.now(UTC))
     for _subject, payload in payloads:
-        parse_reading(payload, max_payload_bytes)
+        parse_reading(payload, limits, window)
     seconds = time.perf_counter() - started
     return RunResult(VALIDATION_ONLY, len(payloads), len(payloads) / seconds, seconds)
 
@@ -157,7 +159,9 @@ def commit_run(stack: Stack, payloads: jetstream.Payloads, config: IngestConfig)
     """ingest_iot's commit statement alone: the same rows in the same batches, one after the
     other on one connection, as its writer commits them (validation done beforehand)."""
     assert stack.postgres is not None
-    parsed = [parse_reading(payload, config.max_payload_bytes) for _subject, payload in payloads]
+    window = config.reading_limits.window(datetime.now(UTC))
+    parsed = [parse_reading(payload, config.reading_limits, window)
+              for _subject, payload in payloads]
     batches = []
     for start in range(0, len(parsed), config.batch_size):
         rows = BatchRows()

@@ -13,10 +13,14 @@ class EvaluatorConfig:
     database: DatabaseSettings
     # Fallback polling: evaluate rows inserted since the last poll, even without NOTIFY.
     poll_interval: float
-    # On start-up, also evaluate rows inserted this long ago (catches up after downtime).
+    # With no persisted position yet (first start), also evaluate rows inserted this long ago.
     startup_lookback: float
     # Every wait on the listener connection is bounded; a silent server fails this check.
     listener_check_interval: float
+    # Readings are evaluated only with ts in [now - max_age, now + max_future]: one device
+    # with a skewed clock must not stretch an evaluated range over the whole table.
+    evaluation_max_age: float
+    evaluation_max_future: float
 
     @classmethod
     def from_env(cls, env: Env) -> EvaluatorConfig:
@@ -27,5 +31,11 @@ class EvaluatorConfig:
             startup_lookback=env.seconds("STARTUP_LOOKBACK_SECONDS", 600.0, maximum=30 * 86400),
             listener_check_interval=env.seconds(
                 "LISTENER_CHECK_INTERVAL_SECONDS", 5.0, minimum=0.1, maximum=300
+            ),
+            evaluation_max_age=env.seconds(
+                "EVALUATION_MAX_AGE_SECONDS", 2_592_000.0, minimum=60, maximum=3650 * 86400
+            ),
+            evaluation_max_future=env.seconds(
+                "EVALUATION_MAX_FUTURE_SECONDS", 300.0, maximum=86400
             ),
         )

@@ -15,12 +15,14 @@ NAME = "evaluator_iot"
 
 class EvaluatorService:
     def __init__(self, config: EvaluatorConfig, health: HealthState) -> None:
+        # The probe and both workers report into the readiness check "database"
+        # (health.dependency): a database that answers SELECT 1 but refuses the
+        # evaluator's writes (read-only) still reads as not ready, naming the worker.
         self._database = DatabaseProbe(config.database, health, f"{NAME}-health")
         self._evaluator = Evaluator(config, health)
         self._listener = NotificationListener(config, health, self._evaluator)
         self._workers = Workers(health)
         health.declare_counters("notifications", "polls", "evaluations", "alerts_created")
-        health.add_check("database", self._database.check)
         health.add_check("listener", self._listener.check)
 
     async def start(self) -> None:
@@ -29,9 +31,10 @@ class EvaluatorService:
         self._workers.start("listener", self._listener.run())
 
     async def stop(self) -> None:
-        # Evaluation is idempotent and re-run from the poll mark on start-up: cancelling an
-        # evaluation in flight loses nothing.
+        # Evaluation is idempotent and resumes from the persisted position: cancelling an
+        # evaluation in flight loses nothing (its transaction rolls back).
         await self._workers.cancel("listener", "evaluator", "database-probe")
+        self._evaluator.close()
         await self._database.close()
 
 

@@ -1,9 +1,16 @@
-"""Alert rule evaluation: SQL over a time range, and the notification payload it reacts to.
+"""Alert rule evaluation: SQL over a set of readings, the notification payload it reacts to,
+and the evaluator's persisted position.
 
 A rule fires for a (device, window) when any reading in that window breaches it; windows
 are aligned to the epoch. Breaching is monotone (more readings can only add breaches), so
-evaluating any sub-range of a window is correct, and the unique (rule, device, window)
-key makes every evaluation idempotent: re-running a range never duplicates an alert.
+evaluating any subset of a window's readings is correct, and the unique (rule, device,
+window) key makes every evaluation idempotent: re-running a set never duplicates an alert.
+
+Which readings: those inserted (by `inserted_at`, the database's clock) in
+[inserted_from, inserted_to), narrowed to a notified ts range when there is one, and always
+clamped to ts in [now - max_age, now + max_future]. Selecting by insertion time means one
+device with a skewed clock (a reading from 1970 or 2100) cannot stretch an evaluation over
+the whole table: it only adds its own row, which the ts clamp then ignores.
 """
 
 from __future__ import annotations
@@ -16,7 +23,10 @@ import asyncpg
 
 CHANNEL = "telemetry_inserted"
 
-EVALUATE_RANGE = """
+# $1/$2: notified ts range, or NULL (GREATEST/LEAST ignore NULLs); $3/$4: inserted_at range
+# ($4 NULL: open); $5/$6: max age / max future in seconds. The clamps use the database's
+# clock, the same clock as inserted_at.
+EVALUATE = """
 INSERT INTO alerts (rule_id, device_id, window_start, observed)
 SELECT r.id,
        t.device_id,
@@ -26,17 +36,22 @@ SELECT r.id,
 FROM alert_rules r
 JOIN telemetry t ON r.device_id IS NULL OR t.device_id = r.device_id
 WHERE r.enabled
-  AND t.ts BETWEEN $1 AND $2
+  AND t.inserted_at >= greatest($3::timestamptz, now() - make_interval(secs => $5))
+  AND t.inserted_at < coalesce($4::timestamptz, 'infinity')
+  AND t.ts >= greatest($1::timestamptz, now() - make_interval(secs => $5))
+  AND t.ts <= least($2::timestamptz, now() + make_interval(secs => $6))
   AND CASE r.operator WHEN '>' THEN (t.metrics ->> r.metric)::float8 > r.threshold
                       ELSE (t.metrics ->> r.metric)::float8 < r.threshold END
 GROUP BY r.id, t.device_id, 3
 ON CONFLICT (rule_id, device_id, window_start) DO NOTHING
 """
 
-# The readings inserted since `since` (by the database's clock), and the clock now.
-RECENTLY_INSERTED = """
-SELECT min(ts) AS first, max(ts) AS last, now() AS now
-FROM telemetry WHERE inserted_at >= $1
+READ_POSITION = "SELECT polled_to FROM evaluator_position"
+# GREATEST: with more than one replica the position only moves forward.
+SAVE_POSITION = """
+INSERT INTO evaluator_position (polled_to, updated_at) VALUES ($1, now())
+ON CONFLICT (id) DO UPDATE
+SET polled_to = greatest(evaluator_position.polled_to, excluded.polled_to), updated_at = now()
 """
 
 
@@ -49,6 +64,14 @@ class TimeRange:
         if other is None:
             return self
         return TimeRange(min(self.first, other.first), max(self.last, other.last))
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """How far back and ahead of the database's clock readings are evaluated."""
+
+    max_age: float
+    max_future: float
 
 
 def parse_notification(payload: str) -> TimeRange | None:
@@ -64,16 +87,28 @@ def parse_notification(payload: str) -> TimeRange | None:
     return TimeRange(first, last)
 
 
-async def evaluate(connection: asyncpg.Connection, span: TimeRange, timeout: float) -> int:
-    """Evaluate every enabled rule over readings in `span`; returns alerts created."""
-    status = await connection.execute(EVALUATE_RANGE, span.first, span.last, timeout=timeout)
+async def evaluate(
+    connection: asyncpg.Connection,
+    *,
+    inserted_from: datetime,
+    inserted_to: datetime | None,
+    span: TimeRange | None,
+    window: Window,
+    timeout: float,
+) -> int:
+    """Evaluate every enabled rule over the readings selected (see the module docstring);
+    returns alerts created."""
+    status = await connection.execute(
+        EVALUATE, span.first if span else None, span.last if span else None,
+        inserted_from, inserted_to, window.max_age, window.max_future, timeout=timeout)
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def recently_inserted(
-    connection: asyncpg.Connection, since: datetime, timeout: float
-) -> tuple[TimeRange | None, datetime]:
-    row = await connection.fetchrow(RECENTLY_INSERTED, since, timeout=timeout)
-    assert row is not None
-    span = TimeRange(row["first"], row["last"]) if row["first"] is not None else None
-    return span, row["now"]
+async def read_position(connection: asyncpg.Connection, timeout: float) -> datetime | None:
+    return await connection.fetchval(READ_POSITION, timeout=timeout)
+
+
+async def save_position(
+    connection: asyncpg.Connection, polled_to: datetime, timeout: float
+) -> None:
+    await connection.execute(SAVE_POSITION, polled_to, timeout=timeout)

@@ -4,6 +4,7 @@ import asyncio
 import json
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import nats
@@ -17,6 +18,17 @@ from services.common.messaging import ROUTES, ensure_stream
 from .conftest import service_env
 
 # -- evaluator_iot -----------------------------------------------------------------------
+
+
+def recent_minute(minutes_ago: int = 10) -> datetime:
+    """A minute boundary shortly before now: readings must fall inside the evaluator's time
+    window (EVALUATION_MAX_AGE_SECONDS), so tests cannot use fixed dates."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    return now - timedelta(minutes=minutes_ago)
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def insert_reading(db, device: str, ts: str, temperature: float, notify: bool = False) -> None:
@@ -41,21 +53,24 @@ def test_evaluator_raises_one_alert_per_rule_device_and_window_from_notification
                                                     POLL_INTERVAL_SECONDS="3600"))
     evaluator.wait_ready()
     time.sleep(0.5)  # the start-up catch-up poll has run
+    base = recent_minute()
     for second, temperature in [(1, 35), (2, 40), (3, 25), (61, 31)]:
-        ts = f"2026-05-01T10:{second // 60:02d}:{second % 60:02d}Z"
-        insert_reading(database, "dev-a", ts, temperature, notify=True)
-    insert_reading(database, "dev-b", "2026-05-01T10:00:05Z", 20, notify=True)  # no breach
+        insert_reading(database, "dev-a", iso(base + timedelta(seconds=second)), temperature,
+                       notify=True)
+    insert_reading(database, "dev-b", iso(base + timedelta(seconds=5)), 20,
+                   notify=True)  # no breach
     assert wait_until(lambda: database.count("alerts") == 2, timeout=10) is not None
     rows = [row.split("|") for row in database.sql(
-        "SELECT device_id, window_start, observed FROM alerts ORDER BY window_start"
-    ).splitlines()]
-    assert [(device, window) for device, window, _ in rows] == [
-        ("dev-a", "2026-05-01 10:00:00+00"), ("dev-a", "2026-05-01 10:01:00+00")]
+        "SELECT device_id, extract(epoch FROM window_start)::bigint, observed FROM alerts "
+        "ORDER BY window_start").splitlines()]
+    start = int(base.timestamp())
+    assert [(device, int(window)) for device, window, _ in rows] == [
+        ("dev-a", start), ("dev-a", start + 60)]
     # The alert keeps the breaching value its first evaluation saw (35, or 40 when the two
     # notifications were evaluated together).
     assert rows[0][2] in {"35", "40"} and rows[1][2] == "31"
     # More breaches in an alerted window add nothing.
-    insert_reading(database, "dev-a", "2026-05-01T10:00:30Z", 50, notify=True)
+    insert_reading(database, "dev-a", iso(base + timedelta(seconds=30)), 50, notify=True)
     time.sleep(1.5)
     assert database.count("alerts") == 2
     assert json.loads(evaluator.get("/health").body)["alerts_created"] == 2
@@ -66,7 +81,7 @@ def test_evaluator_polls_for_rows_inserted_without_a_notification(launch, databa
     evaluator = launch("evaluator_iot", service_env(database, None,
                                                     POLL_INTERVAL_SECONDS="0.5"))
     evaluator.wait_ready()
-    insert_reading(database, "dev-p", "2026-05-02T00:00:10Z", 99)  # no NOTIFY
+    insert_reading(database, "dev-p", iso(recent_minute()), 99)  # no NOTIFY
     assert wait_until(lambda: database.count("alerts") == 1, timeout=10) is not None
 
 
@@ -81,7 +96,7 @@ def test_evaluator_listens_again_after_its_listener_connection_is_killed(launch,
     assert json.loads(evaluator.get("/ready").body)["checks"]["listener"]["status"] == "fail"
     assert evaluator.wait_status("/ready", 200, timeout=15) is not None
     assert evaluator.status("/health") == 200
-    insert_reading(database, "dev-l", "2026-05-03T00:00:10Z", 99, notify=True)
+    insert_reading(database, "dev-l", iso(recent_minute()), 99, notify=True)
     assert wait_until(lambda: database.count("alerts") == 1, timeout=10) is not None
 
 

@@ -59,6 +59,38 @@ CASES = {
         ["routeDelivery.extraEnv[0].name=RETRIES", "routeDelivery.extraEnv[0].value=3"],
         ["/routeDelivery/extraEnv/0/value", "want string"],
     ),
+    "stream-max-bytes-not-a-quantity": (
+        ["nats.jetstream.streams.telemetry.maxBytes=4GB"],
+        ["/nats/jetstream/streams/telemetry/maxBytes", "'4GB' does not match pattern"],
+    ),
+    "stream-max-bytes-zero": (
+        ["nats.jetstream.streams.routes.maxBytes=0"],
+        ["/nats/jetstream/streams/routes/maxBytes", "minimum"],
+    ),
+    "stream-max-age-not-a-number": (
+        ["nats.jetstream.streams.telemetry.maxAgeSeconds=7d"],
+        ["/nats/jetstream/streams/telemetry/maxAgeSeconds", "want integer"],
+    ),
+    "stream-max-age-below-a-minute": (
+        ["nats.jetstream.streams.routes.maxAgeSeconds=59"],
+        ["/nats/jetstream/streams/routes/maxAgeSeconds", "minimum"],
+    ),
+    "typo-in-stream-name": (
+        ["nats.jetstream.streams.telemetri.maxBytes=1Gi"],
+        ["/nats/jetstream/streams", "'telemetri' not allowed"],
+    ),
+    "worker-stall-zero": (
+        ["services.workerStallSeconds=0"],
+        ["/services/workerStallSeconds", "minimum"],
+    ),
+    "worker-stall-above-an-hour": (
+        ["services.workerStallSeconds=3601"],
+        ["/services/workerStallSeconds", "maximum"],
+    ),
+    "worker-stall-not-a-number": (
+        ["services.workerStallSeconds=2m"],
+        ["/services/workerStallSeconds", "want integer"],
+    ),
     # chart guards (fail): each names component + probe + field and what to change
     "liveness-success-threshold": (
         ["ingest.probes.liveness.successThreshold=2"],
@@ -136,6 +168,31 @@ CASES = {
             "externalDatabase.existingSecret=db",
         ],
         ["externalDatabase.url carries a password"],
+    ),
+    "streams-exceed-the-file-store": (
+        ["nats.jetstream.streams.telemetry.maxBytes=7Gi"],
+        [
+            "nats.jetstream.streams.telemetry.maxBytes 7Gi = 7516192768",
+            "together 8589934592 bytes, but at most 7200000000 bytes",
+            "lower nats.jetstream.streams.routes.maxBytes or nats.jetstream.streams.telemetry"
+            ".maxBytes, or raise both nats.jetstream.storageSize and nats.jetstream.maxFileStore",
+        ],
+    ),
+    "stream-max-bytes-zero-with-unit": (
+        ["nats.jetstream.streams.telemetry.maxBytes=0Gi"],
+        ["nats.jetstream.streams.telemetry.maxBytes is 0Gi", "set it above 0"],
+    ),
+    "ingest-buffer-over-half-the-memory-limit": (
+        ["ingest.env.MAX_BUFFERED_BYTES=200000000"],
+        [
+            "ingest.env.MAX_BUFFERED_BYTES (200000000) exceeds half of "
+            "ingest.resources.limits.memory (256Mi = 268435456 bytes, half = 134217728)",
+            "lower ingest.env.MAX_BUFFERED_BYTES or raise ingest.resources.limits.memory",
+        ],
+    ),
+    "env-shadows-a-stream-limit": (
+        ["ingest.env.ROUTES_MAX_BYTES=1"],
+        ["ingest.env.ROUTES_MAX_BYTES is set by the chart itself", "nats.jetstream.streams"],
     ),
     "bridge-without-nats-mqtt": (
         ["nats.mqtt.enabled=false"],

@@ -109,7 +109,19 @@ SERVICES = {
 }
 
 SERVICE_KNOBS = {
-    "iot-ingest": {"BATCH_SIZE": "500", "FLUSH_INTERVAL_MS": "200", "MAX_PAYLOAD_BYTES": "65536"},
+    "iot-ingest": {
+        "BATCH_SIZE": "500",
+        "FLUSH_INTERVAL_MS": "200",
+        "MAX_PAYLOAD_BYTES": "65536",
+        "MAX_BUFFERED_BYTES": "33554432",
+        "TS_MAX_AGE_SECONDS": "2592000",
+        "TS_MAX_FUTURE_SECONDS": "300",
+        # stream limits (nats.jetstream.streams): 4Gi, 7 days; 1Gi, 1 day
+        "TELEMETRY_MAX_BYTES": "4294967296",
+        "TELEMETRY_MAX_AGE_SECONDS": "604800",
+        "ROUTES_MAX_BYTES": "1073741824",
+        "ROUTES_MAX_AGE_SECONDS": "86400",
+    },
     "iot-evaluator": {"POLL_INTERVAL_SECONDS": "10"},
     "iot-ui-iot": {},
     "iot-ops-worker": {
@@ -117,7 +129,15 @@ SERVICE_KNOBS = {
         "RETENTION_DAYS": "30",
         "MAINTENANCE_INTERVAL_SECONDS": "60",
     },
-    "iot-route-delivery": {"MAX_ATTEMPTS": "5", "REQUEST_TIMEOUT_SECONDS": "5"},
+    "iot-route-delivery": {
+        "MAX_ATTEMPTS": "5",
+        "REQUEST_TIMEOUT_SECONDS": "5",
+        "ENDPOINT_CONCURRENCY": "4",
+        "CIRCUIT_FAILURE_THRESHOLD": "5",
+        "CIRCUIT_OPEN_SECONDS": "30",
+        "ROUTES_MAX_BYTES": "1073741824",
+        "ROUTES_MAX_AGE_SECONDS": "86400",
+    },
 }
 
 
@@ -210,6 +230,7 @@ def test_service_env_follows_the_contract(default_renders, name):
     assert env["HEALTH_PORT"]["value"] == "8080"
     assert env["DRAIN_DELAY_SECONDS"]["value"] == "5"
     assert env["SHUTDOWN_TIMEOUT_SECONDS"]["value"] == "15"
+    assert env["WORKER_STALL_SECONDS"]["value"] == "120"
     assert env["LOG_LEVEL"]["value"] == "INFO"
     assert ("NATS_URL" in env) is uses_nats
     if uses_nats:
@@ -222,6 +243,7 @@ def test_service_env_follows_the_contract(default_renders, name):
         "HEALTH_PORT",
         "DRAIN_DELAY_SECONDS",
         "SHUTDOWN_TIMEOUT_SECONDS",
+        "WORKER_STALL_SECONDS",
         "LOG_LEVEL",
         "NATS_URL",
     }

@@ -42,7 +42,8 @@ data:
 {{- if eq $object "StatefulSet" }}
 {{ include "iot.workload.header" (merge (dict "kind" "StatefulSet" "replicas" 1) $ctx) }}
       annotations:
-        checksum/config: {{ pick . "jetstream" "mqtt" | toJson | sha256sum }}
+        {{- /* stream limits are not in nats.conf (the services apply them): no restart for them */}}
+        checksum/config: {{ dict "jetstream" (omit .jetstream "streams") "mqtt" .mqtt | toJson | sha256sum }}
     spec:
       {{- include "iot.thirdParty.podFields" (dict "root" $root "key" "nats" "values" .) | nindent 6 }}
       containers:

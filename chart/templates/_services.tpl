@@ -3,14 +3,15 @@ The one workload helper of the five Python services (templates/services.yaml ran
 */}}
 
 {{/*
-The five services: values key, component label, Python module, and whether they use NATS.
+The five services: values key, component label, Python module, whether they use NATS, and the
+JetStream streams they create (their limits are rendered into them, see _streams.tpl).
 */}}
 {{- define "iot.services.catalog" -}}
-- {key: ingest, component: ingest, module: services.ingest_iot, nats: true}
-- {key: evaluator, component: evaluator, module: services.evaluator_iot, nats: false}
-- {key: uiIot, component: ui-iot, module: services.ui_iot, nats: false}
-- {key: opsWorker, component: ops-worker, module: services.ops_worker, nats: false}
-- {key: routeDelivery, component: route-delivery, module: services.route_delivery, nats: true}
+- {key: ingest, component: ingest, module: services.ingest_iot, nats: true, streams: [telemetry, routes]}
+- {key: evaluator, component: evaluator, module: services.evaluator_iot, nats: false, streams: []}
+- {key: uiIot, component: ui-iot, module: services.ui_iot, nats: false, streams: []}
+- {key: opsWorker, component: ops-worker, module: services.ops_worker, nats: false, streams: []}
+- {key: routeDelivery, component: route-delivery, module: services.route_delivery, nats: true, streams: [routes]}
 {{- end -}}
 
 {{/* The container port every service serves /health and /ready on. */}}
@@ -23,8 +24,11 @@ The five services: values key, component label, Python module, and whether they 
   value: {{ .root.Values.services.logLevel | quote }}
 {{- end -}}
 
-{{/* Environment of one service's main container. Args: root, entry (catalog entry), values. */}}
-{{- define "iot.services.env" -}}
+{{/*
+The environment of one service's main container that the chart derives from its own values
+(everything but `<key>.env` and `<key>.extraEnv`). Args: root, entry (catalog entry), values.
+*/}}
+{{- define "iot.services.managedEnv" -}}
 {{- $svc := .root.Values.services -}}
 {{ include "iot.services.baseEnv" . }}
 - name: HEALTH_PORT
@@ -33,10 +37,62 @@ The five services: values key, component label, Python module, and whether they 
   value: {{ $svc.drainDelaySeconds | quote }}
 - name: SHUTDOWN_TIMEOUT_SECONDS
   value: {{ $svc.shutdownTimeoutSeconds | quote }}
+- name: WORKER_STALL_SECONDS
+  value: {{ $svc.workerStallSeconds | quote }}
 {{- if .entry.nats }}
 - name: NATS_URL
   value: {{ printf "nats://%s:%d" (include "iot.componentName" (dict "root" .root "component" "nats")) (int .root.Values.nats.service.port) | quote }}
 {{- end }}
+{{- with .entry.streams }}
+{{- include "iot.streams.env" (dict "root" $.root "streams" .) }}
+{{- end }}
+{{- end -}}
+
+{{/* Values paths of the chart-derived variables a user would otherwise try to set through `env`. */}}
+{{- define "iot.services.envSources" -}}
+{{- dict "DRAIN_DELAY_SECONDS" "services.drainDelaySeconds" "SHUTDOWN_TIMEOUT_SECONDS" "services.shutdownTimeoutSeconds" "WORKER_STALL_SECONDS" "services.workerStallSeconds" "LOG_LEVEL" "services.logLevel" "TELEMETRY_MAX_BYTES" "nats.jetstream.streams.telemetry.maxBytes" "TELEMETRY_MAX_AGE_SECONDS" "nats.jetstream.streams.telemetry.maxAgeSeconds" "ROUTES_MAX_BYTES" "nats.jetstream.streams.routes.maxBytes" "ROUTES_MAX_AGE_SECONDS" "nats.jetstream.streams.routes.maxAgeSeconds" | toJson -}}
+{{- end -}}
+
+{{/*
+Fails when `<key>.env` names a variable the chart already sets: the container would carry it
+twice, and a stream limit set that way would bypass the capacity guard. Args: key, env, managed
+(the chart-derived env entries).
+*/}}
+{{- define "iot.guard.envShadow" -}}
+{{- $sources := include "iot.services.envSources" . | fromJson -}}
+{{- range .managed -}}
+{{- if hasKey ($.env | default dict) .name -}}
+{{- fail (printf "%s.env.%s is set by the chart itself: remove it from %s.env and set %s instead" $.key .name $.key (get $sources .name | default "nothing (the chart derives it)")) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Fails when ingest's in-memory telemetry buffer (MAX_BUFFERED_BYTES, the code's default when
+unset) exceeds half of its memory limit: the rest of the process (asyncpg, NATS client, Python
+itself) needs the other half. Args: values (ingest's values), default (the code's default).
+*/}}
+{{- define "iot.guard.ingestBuffer" -}}
+{{- $raw := toString (get (.values.env | default dict) "MAX_BUFFERED_BYTES" | default .default) -}}
+{{- if not (regexMatch "^[0-9]+$" $raw) -}}
+{{- fail (printf "ingest.env.MAX_BUFFERED_BYTES %q must be a whole number of bytes (e.g. 33554432 for 32 MiB)" $raw) -}}
+{{- end -}}
+{{- $buffered := atoi $raw | int64 -}}
+{{- $memory := .values.resources.limits.memory -}}
+{{- $limit := include "iot.quantity.bytes" (dict "quantity" $memory "where" "ingest.resources.limits.memory") | int64 -}}
+{{- if gt $buffered (div $limit 2) -}}
+{{- fail (printf "ingest.env.MAX_BUFFERED_BYTES (%d) exceeds half of ingest.resources.limits.memory (%v = %d bytes, half = %d): lower ingest.env.MAX_BUFFERED_BYTES or raise ingest.resources.limits.memory" $buffered $memory $limit (div $limit 2)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Environment of one service's main container. Args: root, entry (catalog entry), values. */}}
+{{- define "iot.services.env" -}}
+{{- $managed := include "iot.services.managedEnv" . -}}
+{{- include "iot.guard.envShadow" (dict "key" .entry.key "env" .values.env "managed" ($managed | fromYamlArray)) -}}
+{{- if eq .entry.key "ingest" -}}
+{{- include "iot.guard.ingestBuffer" (dict "values" .values "default" "33554432") -}}
+{{- end -}}
+{{ $managed }}
 {{- range $name, $value := .values.env }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -40,22 +41,30 @@ async def maintenance_pass(
     retention_days: int,
     prune_batch_rows: int,
     statement_timeout: float,
+    on_statement: Callable[[], None] = lambda: None,
 ) -> PassResult:
+    """One pass under the maintenance lock; `on_statement` runs after each statement (the
+    progress watchdog's beat: a long retention pass is many short statements).
+
+    The lock is a session lock, released here only when the pass succeeds. On any error the
+    caller must discard the connection: ending the session releases the lock, whereas an
+    unlock on a broken connection would fail and hide the error that broke it.
+    """
     if not await connection.fetchval(
         "SELECT pg_try_advisory_lock($1)", MAINTENANCE_LOCK_KEY, timeout=statement_timeout
     ):
         return PassResult(ran=False)
-    try:
-        marked = _affected(
-            await connection.execute(MARK_OFFLINE, offline_after, timeout=statement_timeout))
-        pruned = 0
-        while True:
-            deleted = _affected(await connection.execute(
-                PRUNE_BATCH, retention_days, prune_batch_rows, timeout=statement_timeout))
-            pruned += deleted
-            if deleted < prune_batch_rows:
-                break
-        return PassResult(ran=True, marked_offline=marked, pruned=pruned)
-    finally:
-        await connection.execute(
-            "SELECT pg_advisory_unlock($1)", MAINTENANCE_LOCK_KEY, timeout=statement_timeout)
+    marked = _affected(
+        await connection.execute(MARK_OFFLINE, offline_after, timeout=statement_timeout))
+    on_statement()
+    pruned = 0
+    while True:
+        deleted = _affected(await connection.execute(
+            PRUNE_BATCH, retention_days, prune_batch_rows, timeout=statement_timeout))
+        on_statement()
+        pruned += deleted
+        if deleted < prune_batch_rows:
+            break
+    await connection.execute(
+        "SELECT pg_advisory_unlock($1)", MAINTENANCE_LOCK_KEY, timeout=statement_timeout)
+    return PassResult(ran=True, marked_offline=marked, pruned=pruned)

@@ -24,14 +24,16 @@ NAME = "ui_iot"
 
 class UiService:
     def __init__(self, config: UiConfig, health: HealthState) -> None:
+        # "database": the probe's own connection (and pool creation failures, named
+        # api_pool); "api_pool": the pool the API actually uses.
         self._database = DatabaseProbe(config.database, health, f"{NAME}-health")
-        self.model = ReadModel(config.database.url, config.pool_size, config.query_timeout)
+        self.model = ReadModel(config.database, health, config.pool_size, config.query_timeout)
         self._workers = Workers(health)
-        health.add_check("database", self._database.check)
 
     async def start(self) -> None:
         self._workers.start("database-probe", self._database.run())
-        self._workers.start("read-model", self.model.open(), critical=False)
+        # Critical: it retries every dependency error itself, so its end is a bug.
+        self._workers.start("api-pool", self.model.run())
 
     async def stop(self) -> None:
         await self._workers.cancel()

@@ -2,8 +2,9 @@
 
 * the probe contract: every component's liveness/readiness/startup endpoint, port and timings,
   read from the chart as Helm renders it with its default values;
-* the values table of the probe keys, from the `# -- description` comment right above each key
-  in chart/values.yaml (helm-docs style).
+* the values table of the probe keys, and the table of the stream limits and service knobs
+  (`nats.jetstream.streams.*`, `services.workerStallSeconds`, the services' `env` maps), from the
+  `# -- description` comment right above each key in chart/values.yaml (helm-docs style).
 
 Usage: python scripts/gen_values_table.py [--check]
   (no flag) rewrite the generated blocks of README.md in place;
@@ -16,6 +17,7 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -43,6 +45,8 @@ COMPONENTS = {
     "iot-postgresql": "postgresql",
 }
 PROBE_KINDS = ("liveness", "readiness", "startup")
+# Values keys of the five Python services (their `env` maps go into the knobs table).
+SERVICE_KEYS = ("ingest", "evaluator", "uiIot", "opsWorker", "routeDelivery")
 
 
 class ValueDoc(NamedTuple):
@@ -102,14 +106,24 @@ def _is_probe_key(path: str) -> bool:
     return parts[0] == "probes" or (len(parts) > 1 and parts[1] == "probes")
 
 
-def values_table(values_text: str) -> str:
-    """Markdown table of the probe keys (leaves) of values.yaml: key, default, description."""
+def _is_limit_or_knob_key(path: str) -> bool:
+    parts = path.split(".")
+    return (
+        path.startswith("nats.jetstream.streams.")
+        or path == "services.workerStallSeconds"
+        or (len(parts) > 2 and parts[0] in SERVICE_KEYS and parts[1] == "env")
+    )
+
+
+def values_table(values_text: str, selected: Callable[[str], bool] = _is_probe_key) -> str:
+    """Markdown table of the selected keys (leaves) of values.yaml: key, default, description
+    (by default the probe keys)."""
     data = yaml.safe_load(values_text)
     docs, _ = documented_values(values_text)
     rows = ["| key | default | description |", "|---|---|---|"]
     for doc in docs:
         value = _lookup(data, doc.path)
-        if _is_probe_key(doc.path) and _is_leaf(value):
+        if selected(doc.path) and _is_leaf(value):
             description = doc.description.replace("|", "\\|")
             rows.append(f"| `{doc.path}` | {_code(value)} | {description} |")
     return "\n".join(rows)
@@ -161,9 +175,12 @@ def _replace_block(text: str, name: str, body: str) -> str:
 
 
 def generated_readme(readme_text: str, values_text: str, docs: list[dict]) -> str:
-    """README text with both generated blocks brought up to date."""
+    """README text with every generated block brought up to date."""
     text = _replace_block(readme_text, "probe-contract", contract_table(docs))
-    return _replace_block(text, "values-table", values_table(values_text))
+    text = _replace_block(text, "values-table", values_table(values_text))
+    return _replace_block(
+        text, "knobs-table", values_table(values_text, selected=_is_limit_or_knob_key)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,14 +14,17 @@ import nats.errors
 
 from services.common.messaging import TELEMETRY, ensure_stream
 
-EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+# Reading n carries the timestamp EPOCH + n ms. Ingest quarantines readings outside a window
+# around now (ts_out_of_range: older than TS_MAX_AGE_SECONDS, 30 days by default), so the
+# epoch is recent: the start of the current hour a day ago, fixed once per process.
+EPOCH = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
 
 
 def reading(
     index: int, devices: int = 20, metric_value: float | None = None, epoch: datetime = EPOCH
 ) -> dict:
-    """Reading number `index`: unique (device_id, ts) for every index. Pass a recent `epoch`
-    when ops_worker runs alongside: it prunes readings older than its retention."""
+    """Reading number `index`: unique (device_id, ts) for every index. The default epoch is
+    recent, inside ingest's timestamp window and ops_worker's retention."""
     return {
         "device_id": f"dev-{index % devices:04d}",
         "ts": (epoch + timedelta(milliseconds=index)).isoformat().replace("+00:00", "Z"),

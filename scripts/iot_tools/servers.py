@@ -8,6 +8,7 @@ binaries. Both are started as plain child processes so that a test can kill, fre
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import secrets
@@ -60,25 +61,50 @@ def _executable(name: str) -> Path:
 
 @dataclass
 class NatsServer:
-    """A nats-server with JetStream whose store survives restarts on the same port."""
+    """A nats-server with JetStream whose store survives restarts on the same port.
+
+    With `user` set, clients must authenticate with `user`/`password` (a config file the
+    server re-reads on `reload()`: changing the password there makes the server close every
+    connection that used the old one, with "Authorization Violation").
+    """
 
     workdir: Path
     port: int = field(default_factory=free_port)
     monitor_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    user: str | None = None
+    password: str | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        """The client URL, with the current credentials when the server requires them."""
+        if self.user is None:
+            return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{self.user}:{self.password}@127.0.0.1:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "nats.conf"
+
+    def _write_config(self) -> None:
+        # Everything in the file, nothing on the command line: on SIGHUP the server re-reads
+        # the file alone, and refuses a reload in which a flag-only setting would change.
+        lines = [
+            f'listen: "127.0.0.1:{self.port}"', f'http: "127.0.0.1:{self.monitor_port}"',
+            'server_name: "iot-test"',
+            f"jetstream {{ store_dir: {json.dumps(str(self.workdir / 'jetstream'))} }}",
+        ]
+        if self.user is not None:
+            lines.append(f"authorization {{ user: {json.dumps(self.user)}, "
+                         f"password: {json.dumps(self.password or '')} }}")
+        self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self) -> NatsServer:
-        store = self.workdir / "jetstream"
-        store.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "jetstream").mkdir(parents=True, exist_ok=True)
+        self._write_config()
         log = open(self.workdir / "nats.log", "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
-            [str(_executable("nats-server")), "--jetstream", "--store_dir", str(store),
-             "--addr", "127.0.0.1", "--port", str(self.port),
-             "--http_port", str(self.monitor_port), "--server_name", "iot-test"],
+            [str(_executable("nats-server")), "-c", str(self.config_path)],
             stdout=log, stderr=log, start_new_session=True,
         )
         log.close()
@@ -97,6 +123,23 @@ class NatsServer:
                     return
             time.sleep(0.05)
         raise ServerStartError("nats-server JetStream did not become healthy")
+
+    def reload(self, timeout: float = 10) -> None:
+        """Rewrite the config file from `user`/`password` and have the server re-read it
+        (SIGHUP); returns once the server has logged the reload."""
+        assert self.process is not None
+        log_path = self.workdir / "nats.log"
+        seen = log_path.stat().st_size if log_path.exists() else 0
+        self._write_config()
+        self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(log_path, "rb") as log:
+                log.seek(seen)
+                if b"Reloaded server configuration" in log.read():
+                    return
+            time.sleep(0.02)
+        raise ServerStartError(f"nats-server did not reload its configuration in {timeout} s")
 
     def kill(self) -> None:
         """SIGKILL: the TCP connections close at once."""

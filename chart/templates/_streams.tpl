@@ -45,7 +45,10 @@ Args: root, stream (values key under nats.jetstream.streams).
 Fails unless the streams' maxBytes together fit the JetStream file store with headroom: at most
 budgetPercent of the smaller of the volume (nats.jetstream.storageSize) and NATS's own cap
 (nats.jetstream.maxFileStore). The rest is left for what JetStream stores besides the streams'
-messages: block and index overhead, consumer state, the MQTT listener's session streams. Args: root.
+messages: block and index overhead, consumer state, the MQTT listener's session streams. NATS
+itself reserves each stream's max_bytes against max_file_store and refuses a stream that does not
+fit ("insufficient storage resources available", checked with nats-server): this guard reports
+that at install, with the values to change, instead of as a service failing at start. Args: root.
 */}}
 {{- define "iot.guard.streamCapacity" -}}
 {{- $js := .root.Values.nats.jetstream -}}

@@ -5,7 +5,7 @@ services' own timings run at real speed).
 
 Each drill run is started once per module and read from its JSON report; bounds are the
 values' own (x 0.1) with the slack the drill itself applies, so a loaded machine does not
-make them flaky. Four runs, about two minutes in all.
+make them flaky. Five runs, about two and a half minutes in all.
 """
 
 from __future__ import annotations
@@ -87,6 +87,13 @@ def aggressive_run(tmp_path_factory) -> DrillRun:
                      "--warmup", "0", "--settle", "10", *sets)
 
 
+@pytest.fixture(scope="module")
+def self_healing_run(tmp_path_factory) -> DrillRun:
+    """Default values: a poison storm, then ingest's durable consumer deleted."""
+    return run_drill(tmp_path_factory.mktemp("self-healing"), "--faults",
+                     "poison-storm,consumer-deleted", "--warmup", "0", "--settle", "10")
+
+
 def not_ready_limit(run: DrillRun, service: str) -> float:
     readiness = run.probe(service, "readiness")
     period = readiness["period_seconds"]
@@ -158,6 +165,43 @@ def test_a_hung_service_is_restarted_after_liveness_period_times_threshold(defau
     for name in set(SERVICES) - {"ingest_iot"}:
         assert phase["services"][name]["restarts"] == 0
     assert phase["telemetry"]["lost"] == 0, "unacked readings of the hung process redelivered"
+
+
+# -- faults the service heals by itself ----------------------------------------------------
+
+def test_self_healing_phases_hold_every_expectation(self_healing_run):
+    assert self_healing_run.returncode == 0, self_healing_run.output[-4000:]
+    telemetry = self_healing_run.report["telemetry"]
+    assert telemetry["lost"] == 0 and telemetry["repeated"] == 0
+
+
+def test_a_poison_storm_is_quarantined_once_per_message_and_ingest_stays_ready(
+        self_healing_run):
+    phase = self_healing_run.phase("poison-storm")
+    fault = phase["fault"]
+    assert fault["quarantined_messages"] == fault["quarantine_rows"] == 200
+    assert fault["stored_rows"] == 0
+    assert fault["quarantined_after"] is not None and fault["quarantined_after"] <= 30
+    ingest = phase["services"]["ingest_iot"]
+    assert ingest["not_ready_after"] is None and ingest["restarts"] == 0
+    assert ingest["probes"]["liveness"]["failures"] == 0
+    assert phase["telemetry"]["lost"] == 0 and phase["telemetry"]["repeated"] == 0
+    held = {(c["check"], c["service"]): c["ok"] for c in phase["checks"]}
+    assert held[("own_readiness_held", "ingest_iot")]
+
+
+def test_a_deleted_consumer_is_noticed_and_re_created_without_a_restart(self_healing_run):
+    phase = self_healing_run.phase("consumer-deleted")
+    fault = phase["fault"]
+    assert fault["recreated"] is True
+    assert fault["check_failing_after"] is not None and fault["check_failing_after"] <= 10
+    assert fault["ready_again_after"] is not None and fault["ready_again_after"] <= 15
+    for name in SERVICES:
+        assert phase["services"][name]["restarts"] == 0
+        assert phase["services"][name]["ready_at_end"]
+    first, end = phase["telemetry"]["published_range"]
+    assert end - first > 50
+    assert phase["telemetry"]["lost"] == 0 and phase["telemetry"]["repeated"] == 0
 
 
 # -- slow start-up -------------------------------------------------------------------------

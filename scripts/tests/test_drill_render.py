@@ -136,7 +136,7 @@ def test_cli_help_names_the_faults_and_exit_codes():
     result = subprocess.run([sys.executable, "-m", "iot_tools.drill", "--help"],
                             capture_output=True, text=True, timeout=60, check=True)
     for word in ("--values", "--set", "--time-scale", "--report", "hung-service",
-                 "exit status"):
+                 "poison-storm", "consumer-deleted", "exit status"):
         assert word in result.stdout
 
 

@@ -20,12 +20,14 @@ Render the chart with your values, start NATS (JetStream), PostgreSQL and the fi
 services as local processes configured the way the chart configures their pods, feed them
 simulated device telemetry, and execute the rendered startup/liveness/readiness probes with
 kubelet semantics while a scripted scenario injects faults: warm-up, NATS outage,
-PostgreSQL outage, slow (frozen) database, one hung service. Prints a live table, then a
-timeline and a summary per fault; exits 0 only when every expectation held."""
+PostgreSQL outage, slow (frozen) database, one hung service, a poison storm, ingest's
+consumer deleted. Prints a live table, then a timeline and a summary per fault; exits 0
+only when every expectation held."""
 
 EPILOG = """\
-faults: nats-outage, postgres-outage, slow-database, hung-service[=<service>]
-        (default: all four, the hung service being ingest_iot)
+faults: nats-outage, postgres-outage, slow-database, hung-service[=<service>],
+        poison-storm, consumer-deleted
+        (default: all six, the hung service being ingest_iot)
 exit status: 0 every expectation held; 1 an expectation failed; 2 bad usage or the chart
              did not render (e.g. a probe guard); 130 interrupted
 example: python -m iot_tools.drill --values my-values.yaml \\

@@ -178,6 +178,28 @@ class Checks:
     def telemetry_lost(self, lost: int) -> None:
         self._add("no_telemetry_lost", None, "0 readings lost", f"{lost} lost", lost == 0)
 
+    def telemetry_repeated(self, repeated: int) -> None:
+        self._add("no_telemetry_repeated", None, "every reading stored once",
+                  f"{repeated} stored more than once", repeated == 0)
+
+    def liveness_never_failed(self, services: Iterable[str]) -> None:
+        for service in services:
+            stats = self.observations[service].probes.get("liveness")
+            failures = 0 if stats is None else stats.failures
+            self._add("liveness_never_failed", service, "0 liveness probe failures",
+                      f"{failures} failures", stats is not None and failures == 0)
+
+    def ready_at_end(self, services: Iterable[str]) -> None:
+        for service in services:
+            ready = self.observations[service].ready_at_end
+            self._add("ready_at_end", service, "Ready", "Ready" if ready else "not Ready",
+                      ready)
+
+    def verdict(self, check: str, service: str | None, expected: str, observed: str,
+                ok: bool) -> None:
+        """A fault's own check (what only that fault can observe, e.g. quarantine rows)."""
+        self._add(check, service, expected, observed, ok)
+
 
 def _seconds(value: float | None) -> str:
     return "never" if value is None else f"{value:.1f} s"

@@ -47,6 +47,8 @@ def summary_row(phase: PhaseResult, limits: Limits) -> tuple[str, ...]:
     restart_text = ", ".join(f"{s} {n}" for s, n in restarts.items()) or "0"
     lost = "—" if phase.lost is None else str(phase.lost)
     who = "all" if affected and len(affected) == len(observations) else ", ".join(affected)
+    to_not_ready = phase.summary.get("to NotReady", to_not_ready)
+    back = phase.summary.get("back to Ready", back)
     return (phase.name, who or "—", to_not_ready, back, restart_text, lost,
             "PASS" if phase.ok else "FAIL")
 
@@ -74,7 +76,7 @@ def print_closing(result: ScenarioResult, timeline: Timeline, limits: Limits,
     else:
         write(f"\ntelemetry: {account.published} readings published, "
               f"{account.telemetry_rows} stored, {account.quarantine_rows} quarantined, "
-              f"{account.lost} lost\n")
+              f"{account.lost} lost, {account.repeated} stored more than once\n")
     failed = [verdict for phase in result.phases for verdict in phase.checks.verdicts
               if not verdict.ok]
     total = sum(len(phase.checks.verdicts) for phase in result.phases)
@@ -106,7 +108,9 @@ def phase_json(phase: PhaseResult) -> dict:
         "recovered_at": None if phase.recovered_at is None else round(phase.recovered_at, 3),
         "ended_at": round(phase.ended_at, 3),
         "affected": list(phase.affected),
-        "telemetry": {"published_range": list(phase.published), "lost": phase.lost},
+        "telemetry": {"published_range": list(phase.published), "lost": phase.lost,
+                      "repeated": phase.repeated},
+        "fault": phase.details,
         "services": {name: observation.as_json()
                      for name, observation in phase.observations.items()},
         "checks": [verdict.as_json() for verdict in phase.checks.verdicts],
@@ -141,6 +145,7 @@ def build_report(*, result: ScenarioResult, timeline: Timeline, limits: Limits,
             "telemetry_rows": result.telemetry.telemetry_rows,
             "quarantine_rows": result.telemetry.quarantine_rows,
             "lost": result.telemetry.lost,
+            "repeated": result.telemetry.repeated,
             "caught_up_after": rounded(result.telemetry.caught_up_after),
         },
         "timeline": [event.as_json() for event in timeline.events],

@@ -46,6 +46,10 @@ class PhaseResult:
     must_leave_rotation: bool = False
     published: tuple[int, int] = (0, 0)  # feed indices attributed to this phase
     lost: int | None = None
+    repeated: int | None = None  # readings of this phase stored more than once
+    details: dict = field(default_factory=dict)  # what only the fault observed
+    # Summary cells the fault fills itself (e.g. times from the service's own readiness).
+    summary: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -58,6 +62,7 @@ class TelemetryAccount:
     telemetry_rows: int = 0
     quarantine_rows: int = 0
     lost: int = 0
+    repeated: int = 0
     caught_up_after: float | None = None
 
 
@@ -136,6 +141,12 @@ class Scenario:
                 limits.started_and_ready(target)
             await self._wait(lambda: self._relaunched_since(target, injected)
                              and self._all_ready(), deadline)
+        elif fault.heals_itself:
+            # No recovery action: the service must deal with it; the fault knows when it has.
+            await fault.follow(context)
+            deadline = self.timeline.now() + max(context.limits.ready_again(s)
+                                                 for s in context.containers)
+            await self._wait(self._all_ready, deadline)
         else:
             await asyncio.sleep(self._scale(self.hold))
             await fault.recover(context)
@@ -143,9 +154,12 @@ class Scenario:
             deadline = recovered + max(context.limits.ready_again(s) for s in context.containers)
             await self._wait(self._all_ready, deadline)
         await asyncio.sleep(self._scale(self.settings.settle))
+        await fault.finish(context)
         phase = self._close(fault.name, fault.description, injected, recovered,
                             fault.affected(context))
         phase.must_leave_rotation = fault.must_leave_rotation
+        phase.details = fault.details()
+        phase.summary = fault.summary_cells()
         fault.check(phase.checks, context)
         return phase
 
@@ -176,12 +190,16 @@ class Scenario:
         account.quarantine_rows = stored.quarantine_rows
         account.lost = self.ledger.lost_between(stored, self.ledger.first_index,
                                                 self.ledger.next_index)
+        account.repeated = self.ledger.repeated_between(stored, self.ledger.first_index,
+                                                        self.ledger.next_index)
         boundaries[-1] = self.ledger.next_index
         for phase, first, end in zip(self.result.phases, boundaries, boundaries[1:],
                                      strict=False):
             phase.published = (first, end)
             phase.lost = self.ledger.lost_between(stored, first, end)
+            phase.repeated = self.ledger.repeated_between(stored, first, end)
             phase.checks.telemetry_lost(phase.lost)
+            phase.checks.telemetry_repeated(phase.repeated)
         self.phase = "done"
 
     # -- waiting ---------------------------------------------------------------------------

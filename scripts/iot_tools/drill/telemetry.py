@@ -6,13 +6,19 @@ current time (`index_now()`): readings then carry recent timestamps, which the p
 retention (ops_worker deletes telemetry older than RETENTION_DAYS) leaves alone. At the end,
 once ingest has caught up, every reading JetStream acknowledged (`SteadyFeed.published`)
 must be a row in telemetry or quarantine; the ones that are not are lost, and each is
-attributed to the phase during which it was published.
+attributed to the phase during which it was published; so is every reading stored more
+than once (twice in quarantine, or both stored and quarantined).
+
+Only the feed's rows count (devices `dev-*`, subjects `telemetry.dev-*`): a fault may
+publish messages of its own (the poison storm's telemetry.poison.*), which it accounts for
+itself.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +28,9 @@ from iot_tools.servers import PostgresServer
 
 _INDEX_OF_TS = (f"round(extract(epoch FROM ts - TIMESTAMPTZ '{EPOCH.isoformat()}') * 1000)"
                 "::bigint")
+# The feed's rows (iot_tools.feed.reading: device dev-NNNN on subject telemetry.dev-NNNN).
+FEED_TELEMETRY = "device_id LIKE 'dev-%'"
+FEED_QUARANTINE = "subject LIKE 'telemetry.dev-%'"
 
 
 def index_now() -> int:
@@ -43,6 +52,7 @@ class Stored:
     indices: frozenset[int]
     telemetry_rows: int
     quarantine_rows: int
+    repeated: frozenset[int] = frozenset()  # indices with more than one row
 
 
 class TelemetryLedger:
@@ -65,7 +75,8 @@ class TelemetryLedger:
 
     def stored_count(self) -> int:
         rows = self._postgres.psql(
-            "SELECT (SELECT count(*) FROM telemetry) + (SELECT count(*) FROM quarantine)")
+            f"SELECT (SELECT count(*) FROM telemetry WHERE {FEED_TELEMETRY}) + "
+            f"(SELECT count(*) FROM quarantine WHERE {FEED_QUARANTINE})")
         return int(rows.strip())
 
     def wait_caught_up(self, timeout: float, poll: float = 0.5) -> float | None:
@@ -80,10 +91,11 @@ class TelemetryLedger:
 
     def stored(self) -> Stored:
         telemetry = [int(line) for line in self._postgres.psql(
-            f"SELECT {_INDEX_OF_TS} FROM telemetry").split()]
+            f"SELECT {_INDEX_OF_TS} FROM telemetry WHERE {FEED_TELEMETRY}").split()]
         quarantined: list[int] = []
         payloads = self._postgres.psql(
-            "SELECT convert_from(payload, 'UTF8') FROM quarantine").splitlines()
+            "SELECT convert_from(payload, 'UTF8') FROM quarantine "
+            f"WHERE {FEED_QUARANTINE}").splitlines()
         for payload in payloads:
             try:
                 index = index_of(str(json.loads(payload).get("ts", "")))
@@ -91,10 +103,16 @@ class TelemetryLedger:
                 index = None
             if index is not None:
                 quarantined.append(index)
-        return Stored(frozenset(telemetry) | frozenset(quarantined), len(telemetry),
-                      len(payloads))
+        counts = Counter(telemetry) + Counter(quarantined)
+        return Stored(frozenset(counts), len(telemetry), len(payloads),
+                      frozenset(index for index, n in counts.items() if n > 1))
 
     @staticmethod
     def lost_between(stored: Stored, first: int, end: int) -> int:
         """Readings first..end-1 that are not stored."""
         return sum(1 for index in range(first, end) if index not in stored.indices)
+
+    @staticmethod
+    def repeated_between(stored: Stored, first: int, end: int) -> int:
+        """Readings first..end-1 stored more than once."""
+        return sum(1 for index in stored.repeated if first <= index < end)

@@ -484,12 +484,15 @@ class PullConsumer:
         js = self._link.jetstream
         for stream in (self._stream, *self._also_ensure):
             differences = await ensure_stream(js, stream)
-            self._report_differences(stream, differences)
+            self._report_differences(f"stream {stream.name}", differences)
         generation = self._link.generation
         try:
             info = await js.consumer_info(self._stream.name, self._durable)
         except NotFoundError:
             info = await self._create(js)
+        else:
+            self._report_differences(f"{self._stream.name}/{self._durable}",
+                                     self._consumer_differences(info.config))
         self._ack_floor = info.ack_floor.stream_seq if info.ack_floor else None
         self._subscription = await js.pull_subscribe_bind(durable=self._durable,
                                                           stream=self._stream.name)
@@ -543,13 +546,25 @@ class PullConsumer:
             task.add_done_callback(lambda done: done.cancelled() or done.exception())
         self._health.refresh()
 
-    def _report_differences(self, stream: Stream, differences: list[str]) -> None:
+    def _consumer_differences(self, actual: ConsumerConfig) -> list[str]:
+        """How an existing durable differs from ours. Some settings the server cannot change
+        in place (deliver policy); changing any means an operator's decision, so the durable
+        is used as it is."""
+        ours = {"ack_policy": AckPolicy.EXPLICIT, "ack_wait": self._ack_wait,
+                "max_ack_pending": self._max_ack_pending}
+        differences = [f"{name}={getattr(actual, name)!r} (ours {value!r})"
+                       for name, value in ours.items() if getattr(actual, name) != value]
+        if actual.deliver_policy not in (DeliverPolicy.ALL, DeliverPolicy.BY_START_SEQUENCE):
+            differences.append(f"deliver_policy={actual.deliver_policy!r}")
+        return differences
+
+    def _report_differences(self, what: str, differences: list[str]) -> None:
         new = [difference for difference in differences
-               if difference not in self._reported_differences]
+               if f"{what}: {difference}" not in self._reported_differences]
         if new:
-            self._reported_differences.update(new)
-            log.warning("stream %s differs from this service's settings, left as it is: %s",
-                        stream.name, "; ".join(new))
+            self._reported_differences.update(f"{what}: {difference}" for difference in new)
+            log.warning("%s differs from this service's settings, left as it is: %s", what,
+                        "; ".join(new))
 
 
 async def settle(messages: list[Msg], action: Callable[[Msg], Awaitable[None]]) -> None:

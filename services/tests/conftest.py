@@ -103,3 +103,91 @@ def launch(tmp_path: Path) -> Iterator[Launch]:
     yield start
     for process in started:
         process.kill()
+
+
+# -- a non-superuser role for a service (faults a superuser is exempt from) ------------------
+
+_role_numbers = itertools.count(1)
+
+
+@dataclass
+class ServiceRole:
+    """A login role with the rights a service needs on one test database.
+
+    The servers' own user is a superuser, and superusers ignore CONNECTION LIMIT (and are
+    never refused for "too many connections" below the reserved slots): faults that refuse a
+    service's sessions need a role of its own. Settings (limit, password, read-only) apply to
+    new sessions, so each method cuts the role's existing sessions unless told not to.
+    """
+
+    database: Database
+    name: str
+    password: str
+
+    @property
+    def url(self) -> str:
+        server = self.database.server
+        return f"postgresql://{self.name}@127.0.0.1:{server.port}/{self.database.name}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """service_env for this role: DATABASE_URL and PGPASSWORD point at it."""
+        return service_env(self.database, None, DATABASE_URL=self.url,
+                           PGPASSWORD=self.password, **extra)
+
+    def _admin(self, statement: str) -> str:
+        return self.database.server.psql(statement, database="postgres")
+
+    def terminate_sessions(self) -> None:
+        self._admin("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    f"WHERE usename = '{self.name}'")
+
+    def refuse_connections(self, terminate: bool = True) -> None:
+        """New sessions fail with 53300 (too many connections for role)."""
+        self._admin(f'ALTER ROLE "{self.name}" CONNECTION LIMIT 0')
+        if terminate:
+            self.terminate_sessions()
+
+    def allow_connections(self) -> None:
+        self._admin(f'ALTER ROLE "{self.name}" CONNECTION LIMIT -1')
+
+    def break_password(self, terminate: bool = True) -> None:
+        """New sessions fail with 28P01 (password authentication failed)."""
+        self._admin(f"ALTER ROLE \"{self.name}\" PASSWORD 'not-{self.password}'")
+        if terminate:
+            self.terminate_sessions()
+
+    def restore_password(self) -> None:
+        self._admin(f"ALTER ROLE \"{self.name}\" PASSWORD '{self.password}'")
+
+    def set_read_only(self, read_only: bool, terminate: bool = True) -> None:
+        """Writes fail with 25006, as on a standby after a failover. Scoped to this role in
+        this database, so the test's own SQL (as the superuser) still writes."""
+        where = f'ROLE "{self.name}" IN DATABASE "{self.database.name}"'
+        if read_only:
+            self._admin(f"ALTER {where} SET default_transaction_read_only = on")
+        else:
+            self._admin(f"ALTER {where} RESET default_transaction_read_only")
+        if terminate:
+            self.terminate_sessions()
+
+
+@pytest.fixture
+def service_role(database: Database) -> Iterator[ServiceRole]:
+    """A non-superuser login role with read/write rights on `database`'s tables."""
+    import secrets
+
+    role = ServiceRole(database, f"svc_{next(_role_numbers)}_{database.name}",
+                       secrets.token_hex(12))
+    database.server.psql(f"CREATE ROLE \"{role.name}\" LOGIN PASSWORD '{role.password}'",
+                         database="postgres")
+    database.sql(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public '
+                 f'TO "{role.name}"; GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public '
+                 f'TO "{role.name}"')
+    yield role
+    # Roles are cluster-wide; the database (and its grants) stays with the session server.
+    try:
+        role.refuse_connections()
+        database.sql(f'DROP OWNED BY "{role.name}"')
+        role._admin(f'DROP ROLE "{role.name}"')
+    except RuntimeError:
+        pass  # best effort: a session still closing keeps the role; the server is temporary

@@ -24,7 +24,6 @@ from nats.js.api import (
 )
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 
-from services.common.config import Env
 from services.common.faults import Fault, classify
 from services.common.health import CheckResult, HealthState
 from services.common.logs import describe_error, redact_url
@@ -168,13 +167,6 @@ class StreamLimits:
 
     max_bytes: int
     max_age: float
-
-    @classmethod
-    def from_env(cls, env: Env, prefix: str, default: StreamLimits) -> StreamLimits:
-        return cls(
-            max_bytes=env.integer(f"{prefix}_MAX_BYTES", default.max_bytes, minimum=1024 * 1024),
-            max_age=env.seconds(f"{prefix}_MAX_AGE_SECONDS", default.max_age, minimum=60),
-        )
 
 
 @dataclass(frozen=True)

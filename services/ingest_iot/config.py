@@ -6,13 +6,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from services.common.config import DatabaseSettings, Env, RuntimeSettings
-from services.common.messaging import (
-    ROUTES_LIMITS,
-    TELEMETRY_LIMITS,
-    StreamLimits,
-    routes_stream,
-    telemetry_stream,
-)
+
+# Defaults as in services.common.messaging (TELEMETRY_LIMITS, ROUTES_LIMITS) and the chart's
+# nats.jetstream.streams; written out so the README's configuration table can be checked.
+from services.common.messaging import StreamLimits, routes_stream, telemetry_stream
 from services.ingest_iot.telemetry import ReadingLimits
 
 
@@ -68,9 +65,9 @@ class IngestConfig:
                     "MAX_PAYLOAD_BYTES", 65_536, minimum=64, maximum=8 * 1024 * 1024
                 ),
                 max_age=timedelta(seconds=env.seconds(
-                    "TS_MAX_AGE_SECONDS", 30 * 86400.0, minimum=60, maximum=100 * 365 * 86400)),
+                    "TS_MAX_AGE_SECONDS", 2_592_000, minimum=60, maximum=100 * 365 * 86400)),
                 max_future=timedelta(seconds=env.seconds(
-                    "TS_MAX_FUTURE_SECONDS", 300.0, maximum=365 * 86400)),
+                    "TS_MAX_FUTURE_SECONDS", 300, maximum=365 * 86400)),
             ),
             durable=env.text("INGEST_DURABLE", "ingest"),
             ack_wait=env.seconds("ACK_WAIT_SECONDS", 30.0, minimum=5, maximum=3600),
@@ -79,9 +76,16 @@ class IngestConfig:
             ),
             prefetch_batches=env.integer("PREFETCH_BATCHES", 4, minimum=1, maximum=100),
             max_buffered_bytes=env.integer(
-                "MAX_BUFFERED_BYTES", 32 * 1024 * 1024, minimum=2 * 1024 * 1024,
-                maximum=4 * 1024**3),
+                "MAX_BUFFERED_BYTES", 33_554_432, minimum=2 * 1024 * 1024, maximum=4 * 1024**3),
             routes_refresh=env.seconds("ROUTES_REFRESH_SECONDS", 10.0, minimum=0.1),
-            telemetry_limits=StreamLimits.from_env(env, "TELEMETRY", TELEMETRY_LIMITS),
-            routes_limits=StreamLimits.from_env(env, "ROUTES", ROUTES_LIMITS),
+            telemetry_limits=StreamLimits(
+                max_bytes=env.integer("TELEMETRY_MAX_BYTES", 4_294_967_296,
+                                      minimum=1024 * 1024),
+                max_age=env.seconds("TELEMETRY_MAX_AGE_SECONDS", 604_800,
+                                    minimum=60)),
+            routes_limits=StreamLimits(
+                max_bytes=env.integer("ROUTES_MAX_BYTES", 1_073_741_824,
+                                      minimum=1024 * 1024),
+                max_age=env.seconds("ROUTES_MAX_AGE_SECONDS", 86_400,
+                                    minimum=60)),
         )

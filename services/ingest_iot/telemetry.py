@@ -106,6 +106,8 @@ def _parse_rfc3339(value: object) -> datetime | None:
     # RFC 3339 requires an offset; a naive time would be stored in the server's zone.
     if parsed.tzinfo is None:
         return None
+    if parsed.tzinfo is UTC:
+        return parsed
     try:
         # 0001-01-01T00:00:00+01:00 is a valid datetime whose UTC instant is not.
         return parsed.astimezone(UTC)
@@ -117,7 +119,7 @@ def _metrics_problem(metrics: object) -> str | None:
     if not isinstance(metrics, dict) or not 0 < len(metrics) <= METRICS_MAX:
         return "invalid_metrics"
     for name, value in metrics.items():
-        if not name or len(name) > METRIC_NAME_MAX or FORBIDDEN_IN_TEXT.search(name):
+        if not name or len(name) > METRIC_NAME_MAX or _forbidden_character_in(name):
             return "invalid_metric_name"
         # bool is an int subclass, NaN/Infinity parse from JSON but are not numbers, and
         # a huge integer would break every float8 comparison the evaluator makes.
@@ -129,3 +131,10 @@ def _metrics_problem(metrics: object) -> str | None:
         except OverflowError:
             return "invalid_metrics"
     return None
+
+
+def _forbidden_character_in(text: str) -> bool:
+    # isascii() is a flag check: the common ASCII name only needs the NUL test.
+    if text.isascii():
+        return "\x00" in text
+    return FORBIDDEN_IN_TEXT.search(text) is not None

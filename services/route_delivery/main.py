@@ -112,7 +112,6 @@ class RouteDeliveryService:
         self._stopping = False
         self._workers = Workers(health)
         health.declare_counters("delivered", "failed", "retries", "deferred", "dropped")
-        health.dependency("nats").attach_probe(self._nats.check)
 
     async def start(self) -> None:
         self._workers.start("nats-connect", self._nats.connect(), critical=False)

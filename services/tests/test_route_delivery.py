@@ -261,6 +261,27 @@ def test_deferrals_by_an_open_circuit_are_not_counted_as_attempts(
     assert failing.keys() == Counter({f"m-{i}": 2 for i in range(6)})
 
 
+def test_redeliveries_during_a_database_outage_are_not_attempts(
+        launch, private_postgres, nats_server, webhooks):
+    failing = webhooks.start("fail")
+    route = add_route(private_postgres, failing.url)
+    service = start_delivery(launch, private_postgres, nats_server, MAX_ATTEMPTS="3",
+                             RETRY_BACKOFF_SECONDS="0.1", ROUTES_CACHE_SECONDS="0",
+                             CIRCUIT_FAILURE_THRESHOLD="1000")
+    private_postgres.server.stop()
+    publish(nats_server.url, [(route, f"m-{i}") for i in range(5)])
+    assert service.wait_status("/ready", 503, timeout=10) is not None
+    time.sleep(5)  # each message comes back every ~2 s; the route cannot be read
+    assert failing.count() == 0
+    assert service.status("/health") == 200
+    private_postgres.server.start()
+    assert wait_until(lambda: private_postgres.count("dead_letters") == 5, timeout=60) \
+        is not None
+    time.sleep(1)
+    assert failing.keys() == Counter({f"m-{i}": 3 for i in range(5)})
+    assert service.wait_status("/ready", 200, timeout=10) is not None
+
+
 # -- concurrency -------------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.config import ConfigError, DatabaseSettings, Env, RuntimeSettings
+from services.common.messaging import StreamLimits
 
 # Budget of one database step of a delivery (pool acquire plus statement).
 DB_STEP_TIMEOUT_SECONDS = 5.0
@@ -38,6 +39,9 @@ class DeliveryConfig:
     db_pool_size: int
     durable: str
     routes_cache_ttl: float
+    # ROUTES as created by whichever of ingest_iot and route_delivery starts first: both read
+    # the limits the chart renders.
+    routes_limits: StreamLimits
 
     @classmethod
     def from_env(cls, env: Env) -> DeliveryConfig:
@@ -62,6 +66,9 @@ class DeliveryConfig:
             db_pool_size=env.integer("DB_POOL_SIZE", 5, minimum=1, maximum=100),
             durable=env.text("ROUTE_DURABLE", "route-delivery"),
             routes_cache_ttl=env.seconds("ROUTES_CACHE_SECONDS", 10.0, minimum=0),
+            routes_limits=StreamLimits(
+                max_bytes=env.integer("ROUTES_MAX_BYTES", 1_073_741_824, minimum=1024 * 1024),
+                max_age=env.seconds("ROUTES_MAX_AGE_SECONDS", 86_400, minimum=60)),
         )
         # A delivery waiting on a slow webhook is progress, not a stuck worker: the
         # watchdog must allow a whole delivery between two beats.

@@ -16,7 +16,7 @@ from services.common.db import DatabaseProbe
 from services.common.faults import Fault, classify
 from services.common.health import HealthState, Progress
 from services.common.logs import describe_error
-from services.common.messaging import ROUTES, NatsLink, PullConsumer
+from services.common.messaging import NatsLink, PullConsumer, routes_stream
 from services.common.retry import Attempts
 from services.common.runtime import run
 from services.common.workers import Workers
@@ -100,7 +100,7 @@ class RouteDeliveryService:
         self._nats = NatsLink(config.nats_url, NAME, health)
         self._database = DatabaseProbe(config.database, health, f"{NAME}-health")
         self._consumer = PullConsumer(
-            self._nats, health, ROUTES, config.durable,
+            self._nats, health, routes_stream(config.routes_limits), config.durable,
             ack_wait=config.ack_wait, max_ack_pending=config.max_ack_pending,
         )
         self._progress = health.progress("deliveries")

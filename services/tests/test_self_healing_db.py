@@ -164,7 +164,9 @@ def test_a_read_only_database_leaves_ui_ready_and_serving(launch, service_role):
     ui.wait_ready()
     with health_watch(ui) as health_failures:
         service_role.set_read_only(True)  # cuts the sessions, as a failover would
-        # It only reads: once reconnected, nothing to be unready about.
+        # It only reads: once reconnected (the cut sessions may show for a moment), nothing
+        # to be unready about.
+        time.sleep(1)
         recovered = ui.wait_status("/ready", 200, timeout=READY_AGAIN_WITHIN)
         assert recovered is not None
         assert service_role.database.server.psql(

@@ -69,7 +69,12 @@ class ReadModel:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
-            self._set(await self._ping(self._pool))
+            result = await self._ping(self._pool)
+            if not result.ok:
+                # A pooled connection the server closed fails once and is replaced at the
+                # next acquire: only a second failure in a row says the pool cannot serve.
+                result = await self._ping(self._pool)
+            self._set(result)
             await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
 
     async def _create_pool(self) -> asyncpg.Pool:

@@ -283,7 +283,7 @@ def test_deleted_stream_is_recreated_by_ingest_and_later_readings_are_stored(
         assert ready is not None and ready <= 10, f"{ready}\n{watch.describe()}"
         # publish_raw does not create the stream: ingest must have.
         publish_raw(nats_server.url, [poison, *readings(READINGS, READINGS)])
-        assert_exactly_once(database, 2 * READINGS + 2, quarantined=2)
+        assert_exactly_once(database, 2 * READINGS + 2, quarantined=2, timeout=30)
     assert_same_process_live_and_small(service, watch)
     record("stream-deleted", ready_503=not_ready, ready_200=ready, rss_mb=watch.max_rss_mb())
 

@@ -429,7 +429,8 @@ def test_sigterm_during_sustained_ingest_exits_0_and_loses_nothing(launch, datab
             term_at = watch.mark()
             first.send(signal.SIGTERM)
             not_ready = watch.wait_for("ready", 503, term_at, 3)
-            assert not_ready is not None and not_ready <= 0.5, watch.describe()
+            # At once; 1 s leaves room for one sample on a loaded machine.
+            assert not_ready is not None and not_ready <= 1.0, watch.describe()
             assert first.process.wait(30) == 0
         # Serving (and alive) through the 1 s drain.
         watch.assert_live(until=term_at + 0.8)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 import asyncpg
@@ -37,9 +38,11 @@ WITH batch AS (
     ON CONFLICT (device_id) DO UPDATE SET last_seen = excluded.last_seen, status = 'online'
     WHERE d.status <> 'online' OR d.last_seen < excluded.last_seen - interval '5 seconds'
 ), quarantined AS (
-    INSERT INTO quarantine (stream, stream_seq, subject, reason, payload, payload_size)
-    SELECT $4, * FROM unnest($5::bigint[], $6::text[], $7::text[], $8::bytea[], $9::int[])
-    ON CONFLICT (stream, stream_seq) DO NOTHING
+    INSERT INTO quarantine (stream, stream_seq, stored_at, subject, reason, payload,
+                            payload_size)
+    SELECT $4, * FROM unnest($5::bigint[], $10::timestamptz[], $6::text[], $7::text[],
+                             $8::bytea[], $9::int[])
+    ON CONFLICT (stream, stream_seq, stored_at) DO NOTHING
     RETURNING 1
 ), notified AS (
     SELECT pg_notify('telemetry_inserted',
@@ -60,6 +63,7 @@ class Sequence(Protocol):
 
 class Metadata(Protocol):
     sequence: Sequence
+    timestamp: datetime  # when JetStream stored the message: kept across redeliveries
 
 
 class Message(Protocol):
@@ -86,6 +90,7 @@ class BatchRows:
     timestamps: list = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
     quarantine_seqs: list[int] = field(default_factory=list)
+    quarantine_stored_at: list[datetime] = field(default_factory=list)
     quarantine_subjects: list[str] = field(default_factory=list)
     quarantine_reasons: list[str] = field(default_factory=list)
     quarantine_payloads: list[bytes] = field(default_factory=list)
@@ -98,9 +103,7 @@ class BatchRows:
             if isinstance(entry.outcome, Reading):
                 rows.add_reading(entry.outcome)
             else:
-                rows.add_rejection(entry.message.metadata.sequence.stream,
-                                   entry.message.subject, entry.outcome.reason,
-                                   entry.message.data, kept_bytes)
+                rows.add_rejection(entry.message, entry.outcome.reason, kept_bytes)
         return rows
 
     def add_reading(self, reading: Reading) -> None:
@@ -108,11 +111,11 @@ class BatchRows:
         self.timestamps.append(reading.ts)
         self.metrics.append(reading.metrics_json)
 
-    def add_rejection(
-        self, stream_seq: int, subject: str, reason: str, payload: bytes, kept_bytes: int
-    ) -> None:
-        self.quarantine_seqs.append(stream_seq)
-        self.quarantine_subjects.append(subject)
+    def add_rejection(self, message: Message, reason: str, kept_bytes: int) -> None:
+        payload = message.data
+        self.quarantine_seqs.append(message.metadata.sequence.stream)
+        self.quarantine_stored_at.append(message.metadata.timestamp)
+        self.quarantine_subjects.append(message.subject)
         self.quarantine_reasons.append(reason)
         self.quarantine_payloads.append(payload[:kept_bytes])
         self.quarantine_sizes.append(len(payload))
@@ -168,7 +171,7 @@ async def commit_batch(
         COMMIT_BATCH,
         rows.device_ids, rows.timestamps, rows.metrics,
         STREAM_NAME, rows.quarantine_seqs, rows.quarantine_subjects, rows.quarantine_reasons,
-        rows.quarantine_payloads, rows.quarantine_sizes,
+        rows.quarantine_payloads, rows.quarantine_sizes, rows.quarantine_stored_at,
         timeout=statement_timeout,
     )
     assert record is not None

@@ -88,6 +88,7 @@ class FakeSequence:
 @dataclass(frozen=True)
 class FakeMetadata:
     sequence: FakeSequence
+    timestamp: datetime = NOW
 
 
 @dataclass(frozen=True)

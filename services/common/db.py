@@ -19,6 +19,9 @@ from services.common.logs import describe_error
 
 log = logging.getLogger("database")
 
+# True when this session may write: false on a standby and under default_transaction_read_only.
+WRITABLE = "SELECT current_setting('transaction_read_only') = 'off'"
+
 
 async def connect(
     url: str, application_name: str, connect_timeout: float = 5.0
@@ -78,15 +81,26 @@ class DedicatedConnection:
 class DatabaseProbe:
     """The probe behind the "database" readiness check (which workers report into too).
 
-    A dedicated connection runs `SELECT 1` every `check_interval` with a timeout; the
-    check reads the last outcome. Probe traffic therefore never reaches the database,
+    A dedicated connection asks every `check_interval`, with a timeout, whether it may write
+    (or, for a service that only reads, whether it answers); the check reads the last
+    outcome. Probe traffic therefore never reaches the database,
     /ready never waits on it, and a pool exhausted by slow queries does not hide a
     reachable database (or the reverse).
     """
 
-    def __init__(self, settings: DatabaseSettings, health: HealthState, application_name: str):
+    def __init__(
+        self,
+        settings: DatabaseSettings,
+        health: HealthState,
+        application_name: str,
+        *,
+        writes: bool = True,
+    ) -> None:
         self._settings = settings
         self._health = health
+        # A service that writes is not ready on a database that only reads (a standby after
+        # a failover, default_transaction_read_only): the round trip asks, at no extra cost.
+        self._query = WRITABLE if writes else "SELECT true"
         self._connection = DedicatedConnection(settings.url, application_name,
                                                settings.check_timeout)
         # A closed socket (server shut down, backend killed) shows at once rather than at
@@ -112,7 +126,7 @@ class DatabaseProbe:
         timeout = self._settings.check_timeout
         try:
             connection = await self._connection.get()
-            await connection.fetchval("SELECT 1", timeout=timeout)
+            answer = await connection.fetchval(self._query, timeout=timeout)
         except Exception as error:
             if classify(error) is Fault.BUG:
                 raise
@@ -120,6 +134,8 @@ class DatabaseProbe:
             if isinstance(error, TimeoutError):
                 return CheckResult.failing(f"no answer within {timeout:g} s")
             return CheckResult.failing(f"unreachable ({describe_error(error)})")
+        if not answer:
+            return CheckResult.failing("read-only")
         return CheckResult.passing("reachable")
 
     def _set(self, result: CheckResult) -> None:

@@ -69,12 +69,11 @@ class DependencyState:
 
     def check(self) -> CheckResult:
         probe = _evaluate(self._probe) if self._probe is not None else CheckResult.passing()
-        if not probe.ok:
+        if not self._failures:
             return probe
-        if self._failures:
-            return CheckResult.failing("; ".join(
-                f"{reporter}: {detail}" for reporter, detail in sorted(self._failures.items())))
-        return probe
+        details = [] if probe.ok else [probe.detail]
+        details += [f"{reporter}: {detail}" for reporter, detail in sorted(self._failures.items())]
+        return CheckResult.failing("; ".join(details))
 
 
 class Progress:

@@ -143,8 +143,7 @@ def test_a_read_only_database_fails_readiness_of_writers_naming_the_worker(
         service_role.set_read_only(True)
         detected = service.wait_status("/ready", 503, timeout=NOT_READY_WITHIN + 5)
         assert detected is not None and detected <= NOT_READY_WITHIN, f"took {detected}"
-        # SELECT 1 still works: only the worker that writes can tell, and readiness says so
-        # (after the blip of the cut sessions, the refused write keeps it failing).
+        # The probe says read-only, and the worker whose write was refused is named too.
         refused = f"{worker}: ReadOnlySQLTransactionError"
         assert wait_until(lambda: refused in ready_checks(service)["database"]["detail"],
                           timeout=10) is not None

@@ -26,7 +26,8 @@ class UiService:
     def __init__(self, config: UiConfig, health: HealthState) -> None:
         # "database": the probe's own connection (and pool creation failures, named
         # api_pool); "api_pool": the pool the API actually uses.
-        self._database = DatabaseProbe(config.database, health, f"{NAME}-health")
+        self._database = DatabaseProbe(config.database, health, f"{NAME}-health",
+                                       writes=False)  # ui_iot only reads
         self.model = ReadModel(config.database, health, config.pool_size, config.query_timeout)
         self._workers = Workers(health)
 

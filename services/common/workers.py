@@ -35,7 +35,16 @@ class Workers:
         """Cancel the named tasks (all, if none named), one after the other."""
         for name in names or tuple(self._tasks):
             task = self._tasks.pop(name, None)
-            if task is None:
-                continue
+            if task is not None:
+                await cancel_and_wait([task])
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task]) -> None:
+    """Cancel the tasks and wait until every one has ended. Python 3.11's wait_for can
+    swallow a cancellation that arrives just as its inner future completes (the task then
+    carries on), so a task still running is cancelled again."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
             task.cancel()
-            await asyncio.wait({task})
+        _done, pending = await asyncio.wait(pending, timeout=0.5)

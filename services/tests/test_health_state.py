@@ -162,3 +162,30 @@ def test_probe_server_serves_both_probes_and_the_verbose_form():
     assert verbose.status == 503
     assert "[-]database failed: unreachable" in verbose.body
     assert verbose.body.rstrip().endswith("readyz check failed")
+
+
+def test_cancel_and_wait_ends_a_task_that_swallowed_its_first_cancellation():
+    """What Python 3.11's wait_for does when the cancel meets its inner future's completion:
+    the task carries on. Stopping a service must still end it."""
+    from services.common.workers import cancel_and_wait
+
+    async def scenario() -> int:
+        cancellations = 0
+
+        async def stubborn() -> None:
+            nonlocal cancellations
+            while True:
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    cancellations += 1
+                    if cancellations > 1:
+                        raise
+
+        task = asyncio.create_task(stubborn())
+        await asyncio.sleep(0)
+        await asyncio.wait_for(cancel_and_wait([task]), 5)
+        assert task.cancelled()
+        return cancellations
+
+    assert asyncio.run(scenario()) == 2

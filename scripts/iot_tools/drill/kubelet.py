@@ -35,6 +35,7 @@ from iot_tools.drill.probes import ProbeExecutor, ProbeOutcome
 from iot_tools.drill.spec import ProbeKind, ProbeSpec
 from iot_tools.drill.timeline import Timeline
 from iot_tools.drill.timescale import TimeScale
+from services.common.workers import cancel_and_wait
 
 EXIT_POLL_SECONDS = 0.02
 
@@ -132,10 +133,9 @@ class Container:
                 await asyncio.sleep(EXIT_POLL_SECONDS)
                 self._supervise()
         finally:
-            for worker in [*workers, self._terminator]:
-                if worker is not None:
-                    worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            if self._terminator is not None:
+                self._terminator.cancel()
+            await cancel_and_wait(workers)
 
     def send(self, signum: int) -> None:
         """Signal the running process (fault injection)."""
@@ -284,3 +284,4 @@ class Container:
                 return False
             time.sleep(EXIT_POLL_SECONDS)
         return True
+

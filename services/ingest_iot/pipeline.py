@@ -49,6 +49,8 @@ log = logging.getLogger("pipeline")
 # A commit waits for locks rather than failing fast, but not forever (a hung server). The
 # worker stall threshold (WORKER_STALL_SECONDS) must stay above it.
 COMMIT_TIMEOUT_SECONDS = 60.0
+# Route publications awaiting JetStream's acknowledgement at once, at most.
+FAN_OUT_IN_FLIGHT = 1000
 # Put on the queue by the fetcher after its last batch: the writer drains up to it, then ends.
 END_OF_FETCH: list[Msg] = []
 
@@ -193,26 +195,31 @@ class IngestPipeline:
                 await task
 
     async def _publish_routes(self, routed: list[tuple[int, Reading]]) -> None:
-        """Publish the fan-out of a committed batch. Re-publication after a failure is
-        de-duplicated by JetStream (the message id), so the whole set is simply retried."""
+        """Publish the fan-out of a committed batch, at most FAN_OUT_IN_FLIGHT at a time
+        (a device may have many routes: memory stays bounded). Re-publication after a
+        failure is de-duplicated by JetStream (the message id), so the whole set is simply
+        retried."""
         js = self._nats.jetstream
         if self._check_routes_stream:
             await ensure_stream(js, self._config.routes_stream)  # deleted? create it again
             self._check_routes_stream = False
-        publishes = []
-        for route_id, reading in routed:
-            ts = reading.ts.isoformat()
-            payload = (f'{{"route_id":{route_id},"device_id":{json.dumps(reading.device_id)},'
-                       f'"ts":"{ts}","metrics":{reading.metrics_json}}}')
-            publishes.append(js.publish(
-                f"routes.{reading.device_id}", payload.encode(),
-                headers={"Nats-Msg-Id": f"{route_id}/{reading.device_id}/{ts}"},
-            ))
-        outcomes = await asyncio.gather(*publishes, return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        self._health.count("routed", len(outcomes))
+        for start in range(0, len(routed), FAN_OUT_IN_FLIGHT):
+            publishes = []
+            for route_id, reading in routed[start:start + FAN_OUT_IN_FLIGHT]:
+                ts = reading.ts.isoformat()
+                payload = (f'{{"route_id":{route_id},'
+                           f'"device_id":{json.dumps(reading.device_id)},'
+                           f'"ts":"{ts}","metrics":{reading.metrics_json}}}')
+                publishes.append(js.publish(
+                    f"routes.{reading.device_id}", payload.encode(),
+                    headers={"Nats-Msg-Id": f"{route_id}/{reading.device_id}/{ts}"},
+                ))
+            outcomes = await asyncio.gather(*publishes, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            self._progress.beat()
+        self._health.count("routed", len(routed))
 
     def _routes_stream_in_doubt(self) -> None:
         self._check_routes_stream = True

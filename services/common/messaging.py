@@ -277,7 +277,8 @@ def pull_consumer_config(
 
 class ByteBudget:
     """Payload bytes fetched and not yet settled, bounded: the fetcher waits for room, and
-    each fetch asks the server for no more than the room left."""
+    each fetch asks the server for no more than the room left (or one largest message,
+    if that is more)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -448,9 +449,13 @@ class PullConsumer:
                     self._unbind(f"cannot bind: {describe_error(error)}")
                     await backoff.wait()
                 continue
-            # One message may be as large as the server allows: always leave room for it.
+            # One message may be as large as the server allows: a pull must always be able
+            # to bring it, even past a budget smaller than that (bound: budget + 1 message).
             largest = max(self._link.client.max_payload, 1024 * 1024)
-            max_bytes = await budget.room(largest) if budget else 64 * largest
+            if budget is None:
+                max_bytes = 64 * largest
+            else:
+                max_bytes = max(await budget.room(min(largest, budget.limit)), largest)
             try:
                 messages = await fetch(self._subscription, batch_size, max_bytes,
                                        FETCH_TIMEOUT_SECONDS)

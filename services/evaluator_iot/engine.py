@@ -34,8 +34,9 @@ log = logging.getLogger("evaluator")
 
 QUERY_TIMEOUT_SECONDS = 30.0
 # Rows become visible at commit, which can be later than their inserted_at (the time their
-# transaction started): each poll looks back this much before the previous one's end.
-POLL_OVERLAP = timedelta(seconds=60)
+# transaction started): each poll looks back this much before the previous one's end. An
+# ingest commit may take up to its 60 s timeout; the overlap leaves a margin above that.
+POLL_OVERLAP = timedelta(seconds=90)
 # A poll evaluates at most this much insertion time per transaction, saving the position
 # after each: catching up after hours of downtime is a series of bounded statements, and
 # what was done survives a crash half-way.

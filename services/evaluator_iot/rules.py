@@ -80,8 +80,8 @@ def parse_notification(payload: str) -> TimeRange | None:
         document = json.loads(payload)
         first = datetime.fromisoformat(document["from"])
         last = datetime.fromisoformat(document["to"])
-    except (ValueError, KeyError, TypeError):
-        return None
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None  # anyone allowed to NOTIFY may send anything: never a crash
     if first.tzinfo is None or last.tzinfo is None or first > last:
         return None
     return TimeRange(first, last)

@@ -87,7 +87,8 @@ def parse_route_message(data: bytes) -> RouteMessage | None:
         document = json.loads(data)
         route_id = document["route_id"]
         device_id = document["device_id"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
+        # Any pod may publish to routes.*: no message, however deep, may crash delivery.
         return None
     if type(route_id) is not int or not 0 < route_id <= MAX_ROUTE_ID:
         return None

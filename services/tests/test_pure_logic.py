@@ -1,9 +1,12 @@
 """Worker decisions that need no network: notification ranges, retry delays, route
 messages, backoff."""
 
+import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.common.retry import Backoff
 from services.evaluator_iot.rules import TimeRange, parse_notification
@@ -51,3 +54,26 @@ def test_backoff_grows_with_jitter_and_resets():
                                                                           strict=True))
     backoff.reset()
     assert backoff.next_delay() <= 1.0
+
+
+_MESSAGE_BYTES = st.one_of(
+    st.binary(max_size=200),
+    st.integers(min_value=1, max_value=5000).map(lambda depth: b"[" * depth + b"]" * depth),
+    st.builds(lambda route, device: json.dumps({"route_id": route, "device_id": device}).encode(),
+              st.one_of(st.integers(), st.floats(), st.text(), st.none()),
+              st.one_of(st.text(), st.integers(), st.none())),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=_MESSAGE_BYTES)
+def test_a_route_message_of_any_bytes_is_parsed_or_refused_never_raises(data):
+    parsed = parse_route_message(data)
+    assert parsed is None or (type(parsed.route_id) is int and 0 < parsed.route_id < 2**63)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=_MESSAGE_BYTES)
+def test_a_notification_of_any_text_is_parsed_or_refused_never_raises(data):
+    span = parse_notification(data.decode("utf-8", errors="replace"))
+    assert span is None or span.first <= span.last

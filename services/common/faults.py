@@ -57,6 +57,10 @@ def classify(error: BaseException) -> Fault:
             return Fault.BAD_MESSAGE
         return Fault.BUG
     if isinstance(error, asyncpg.InterfaceError):
+        # asyncpg refusing to encode a query argument ("invalid input for query argument")
+        # is an InterfaceError that is also a ValueError: the data, before it left us.
+        if isinstance(error, ValueError):
+            return Fault.BAD_MESSAGE
         # "connection is closed" is the database going away under us; anything else
         # (another operation in progress, a closed pool used) is a bug in our code.
         return Fault.DEPENDENCY if "closed" in str(error) else Fault.BUG

@@ -46,6 +46,9 @@ from .test_health_state import FakeClock
         (asyncpg.InvalidTextRepresentationError(), Fault.BAD_MESSAGE),  # 22P02
         (asyncpg.NotNullViolationError(), Fault.BAD_MESSAGE),  # 23502
         (asyncpg.ProgramLimitExceededError(), Fault.BAD_MESSAGE),  # 54000
+        # Client-side: asyncpg could not encode an argument (the data's fault).
+        (asyncpg.exceptions._base.DataError("invalid input for query argument $2"),
+         Fault.BAD_MESSAGE),
         (asyncpg.UndefinedTableError(), Fault.BUG),  # 42P01
         (asyncpg.PostgresSyntaxError(), Fault.BUG),  # 42601
         (asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),

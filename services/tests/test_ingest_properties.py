@@ -228,3 +228,24 @@ def test_every_published_message_is_stored_or_quarantined_exactly_once(ingest, d
     assert total == distinct  # nothing quarantined twice
     assert ingest.status("/health") == 200 and ingest.pid == pid
     assert ingest.status("/ready") == 200
+
+
+def test_a_reading_asyncpg_cannot_encode_is_isolated_and_quarantined_too(loop, connection,
+                                                                          database):
+    """Refused before it leaves the process (a lone surrogate cannot be UTF-8; asyncpg
+    reports it as SQLSTATE 22000): the same bad-message path as a refusal by the server."""
+    now = datetime.now(UTC)
+    entries = [
+        Entry(StoredMessage("telemetry.t", b"{}", FakeMetadata(FakeSequence(seq))),
+              Reading("dev-\ud800" if seq == 3 else f"dev-{seq}",
+                      now + timedelta(milliseconds=seq), '{"t":1}'))
+        for seq in range(1, 9)
+    ]
+
+    async def commit(part: list[Entry]):
+        return await commit_batch(connection, BatchRows.of(part, 1024), 10)
+
+    result = loop.run(commit_isolating(entries, commit))
+    assert (result.stored, result.quarantined) == (7, 1)
+    assert database.sql("SELECT stream_seq, reason FROM quarantine") == \
+        "3|rejected_by_database_22000"

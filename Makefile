@@ -41,17 +41,20 @@ bench: tools  ## benchmarks on the real stack (~5 min): prints the table, writes
 # The probe drill (scripts/iot_tools/drill; README "Probe drill"). VALUES: values files,
 # SET: --set assignments (both space-separated); TIME_SCALE multiplies every probe timing,
 # the crash-loop back-off and scenario duration (1 = real speed); DRILL_ARGS: more options
-# (`.venv/bin/python -m iot_tools.drill --help`).
+# (`.venv/bin/python -m iot_tools.drill --help`). HTML: the self-contained timeline, drawn
+# from the same data as REPORT (empty: none).
 VALUES     ?=
 SET        ?=
 TIME_SCALE ?= 0.2
 REPORT     ?= demo-report.json
+HTML       ?= demo-report.html
 DRILL_ARGS ?=
 
 demo: tools  ## the probe drill: faults against the live platform, probes as the kubelet runs them
 	$(PY) -m iot_tools.drill $(foreach file,$(VALUES),--values '$(file)') \
 	  $(foreach assignment,$(SET),--set '$(assignment)') \
-	  --time-scale $(TIME_SCALE) --report '$(REPORT)' $(DRILL_ARGS)
+	  --time-scale $(TIME_SCALE) --report '$(REPORT)' \
+	  $(if $(HTML),--html '$(HTML)') $(DRILL_ARGS)
 
 clean:  ## remove the venv, the tools and caches
 	rm -rf $(VENV) $(TOOLS_DIR) .pytest_cache .ruff_cache

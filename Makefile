@@ -13,12 +13,12 @@ STAMP  := $(VENV)/.installed
 # bootstrap all honour HELM3/HELM4).
 export TOOLS_DIR
 
-.PHONY: help test lint tools venv demo bench clean
+.PHONY: help test lint tools browser venv demo bench clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-test: tools lint  ## create the venv, bootstrap Helm, run ruff and every test
+test: tools browser lint  ## create the venv, bootstrap Helm and Chromium, run ruff and every test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff over the whole tree
@@ -26,6 +26,9 @@ lint: $(STAMP)  ## ruff over the whole tree
 
 tools: $(STAMP)  ## build the pinned Helm 3 and Helm 4 into .tools/ (once)
 	scripts/bootstrap-helm.sh
+
+browser:  ## install Debian's chromium for the drill's browser test (once; needs root)
+	scripts/bootstrap-chromium.sh
 
 venv: $(STAMP)  ## the project virtualenv with the test extras
 

@@ -200,3 +200,77 @@ def test_renders_again_from_a_saved_report(tmp_path: Path, drill: tuple[dict, st
     assert time.monotonic() - began < 30
     assert (tmp_path / "r.html").read_text(encoding="utf-8") == page
     ET.parse(tmp_path / "r.svg")
+
+
+# -- in a real browser ----------------------------------------------------------------------
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+# What the test adds to its own copy of the page (the report itself has no script): the
+# laid-out size of every band and lane, and every resource the page tried to load.
+MEASURE = """<script>
+const boxes = [...document.querySelectorAll("g.band, g.band g[class^='lane ']")].map(
+  (element) => { const box = element.getBoundingClientRect();
+                 return {cls: element.getAttribute("class"),
+                         service: element.closest("g.band").dataset.service,
+                         width: box.width, height: box.height}; });
+const loads = performance.getEntriesByType("resource").map((entry) => entry.name);
+const out = document.createElement("pre");
+out.id = "measured";
+out.textContent = JSON.stringify({boxes, loads});
+document.body.appendChild(out);
+</script>"""
+
+
+def chromium() -> str:
+    """The browser `make test` installs (scripts/bootstrap-chromium.sh), or $CHROMIUM."""
+    import os
+    import shutil
+
+    binary = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    assert binary, "chromium missing: run scripts/bootstrap-chromium.sh (make test does)"
+    return binary
+
+
+def run_chromium(*arguments: str) -> subprocess.CompletedProcess[str]:
+    # Headless, no sandbox (tests run as root), and no network: every host resolves to
+    # nothing and any proxied request would go to a closed port.
+    command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+               "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions",
+               "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--host-resolver-rules=MAP * ~NOTFOUND",
+               "--proxy-server=http://127.0.0.1:9", "--virtual-time-budget=5000",
+               *arguments]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_a_real_browser_lays_out_every_lane_and_loads_nothing(
+        tmp_path: Path, drill: tuple[dict, str]) -> None:
+    report, page = drill
+    instrumented = tmp_path / "measured.html"
+    instrumented.write_text(page.replace("</body>", MEASURE + "</body>"), encoding="utf-8")
+    result = run_chromium("--dump-dom", instrumented.as_uri())
+    match = re.search(r'<pre id="measured">(.*?)</pre>', result.stdout, re.DOTALL)
+    assert match, f"no measurement in the DOM dump:\n{result.stderr[-2000:]}"
+    measured = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert measured["loads"] == [], "the page tried to load something"
+    bands = [box for box in measured["boxes"] if box["cls"] == "band"]
+    assert [band["service"] for band in bands] == list(report["services"])
+    lanes = [box for box in measured["boxes"] if box["cls"].startswith("lane ")]
+    assert len(lanes) >= 2 * len(bands)
+    for box in bands + lanes:
+        assert box["width"] > 0 and box["height"] > 0, f"not drawn: {box}"
+
+
+def test_a_real_browser_screenshot_is_kept_as_an_artifact(drill: tuple[dict, str],
+                                                          tmp_path: Path) -> None:
+    _report, page = drill
+    source = tmp_path / "report.html"
+    source.write_text(page, encoding="utf-8")
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "drill-timeline.png"
+    screenshot.unlink(missing_ok=True)
+    result = run_chromium("--window-size=1600,1800", f"--screenshot={screenshot}",
+                          source.as_uri())
+    assert screenshot.exists(), result.stderr[-2000:]
+    png = screenshot.read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000  # a drawn page, not a blank one

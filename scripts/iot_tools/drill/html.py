@@ -23,6 +23,7 @@ SVG_NS = "http://www.w3.org/2000/svg"
 WIDTH = 1280
 LEFT = 170  # room for the service and lane labels
 RIGHT = 20
+LABEL_ROOM = 170  # about the width of the longest phase label with its verdict
 AXIS_TOP = 18
 PHASE_ROW = 46  # phase names and verdicts above the bands
 LANE = 16
@@ -245,7 +246,11 @@ def render_svg(report: dict) -> str:
                    f'stroke="{fill}" stroke-width="1" stroke-dasharray="3 2"/>')
         colour = "#1e7b34" if phase["ok"] else "#b3261e"
         y = AXIS_TOP + 44 + (index % 2) * 16  # alternate rows: short phases' labels overlap
-        out.append(f'<text x="{x0 + 3}" y="{y}" class="label">{_esc(phase["name"])} '
+        # A phase near the right edge is labelled leftwards from its end, not clipped.
+        near_edge = x0 > WIDTH - RIGHT - LABEL_ROOM
+        anchor = (f'x="{min(x1, WIDTH - RIGHT) - 3}" text-anchor="end"' if near_edge
+                  else f'x="{x0 + 3}"')
+        out.append(f'<text {anchor} y="{y}" class="label">{_esc(phase["name"])} '
                    f'<tspan fill="{colour}">{verdict}</tspan>'
                    f'<title>{_esc(title)}</title></text>')
         recovered = phase.get("recovered_at")

@@ -13,12 +13,12 @@ STAMP  := $(VENV)/.installed
 # bootstrap all honour HELM3/HELM4).
 export TOOLS_DIR
 
-.PHONY: help test lint tools venv demo bench clean
+.PHONY: help test lint tools browser venv demo bench clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-test: tools lint  ## create the venv, bootstrap Helm, run ruff and every test
+test: tools browser lint  ## create the venv, bootstrap Helm and Chromium, run ruff and every test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff over the whole tree
@@ -26,6 +26,9 @@ lint: $(STAMP)  ## ruff over the whole tree
 
 tools: $(STAMP)  ## build the pinned Helm 3 and Helm 4 into .tools/ (once)
 	scripts/bootstrap-helm.sh
+
+browser:  ## install Debian's chromium for the drill's browser test (once; needs root)
+	scripts/bootstrap-chromium.sh
 
 venv: $(STAMP)  ## the project virtualenv with the test extras
 
@@ -41,17 +44,20 @@ bench: tools  ## benchmarks on the real stack (~5 min): prints the table, writes
 # The probe drill (scripts/iot_tools/drill; README "Probe drill"). VALUES: values files,
 # SET: --set assignments (both space-separated); TIME_SCALE multiplies every probe timing,
 # the crash-loop back-off and scenario duration (1 = real speed); DRILL_ARGS: more options
-# (`.venv/bin/python -m iot_tools.drill --help`).
+# (`.venv/bin/python -m iot_tools.drill --help`). HTML: the self-contained timeline, drawn
+# from the same data as REPORT (empty: none).
 VALUES     ?=
 SET        ?=
 TIME_SCALE ?= 0.2
 REPORT     ?= demo-report.json
+HTML       ?= demo-report.html
 DRILL_ARGS ?=
 
 demo: tools  ## the probe drill: faults against the live platform, probes as the kubelet runs them
 	$(PY) -m iot_tools.drill $(foreach file,$(VALUES),--values '$(file)') \
 	  $(foreach assignment,$(SET),--set '$(assignment)') \
-	  --time-scale $(TIME_SCALE) --report '$(REPORT)' $(DRILL_ARGS)
+	  --time-scale $(TIME_SCALE) --report '$(REPORT)' \
+	  $(if $(HTML),--html '$(HTML)') $(DRILL_ARGS)
 
 clean:  ## remove the venv, the tools and caches
 	rm -rf $(VENV) $(TOOLS_DIR) .pytest_cache .ruff_cache

@@ -7,6 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from iot_tools.bench.charts import write_charts
 from iot_tools.bench.report import document, tables
 from iot_tools.bench.results import Results
 from iot_tools.bench.run import run, stderr_log
@@ -49,5 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if doc is not None:
         doc.parent.mkdir(parents=True, exist_ok=True)
         doc.write_text(document(results))
-        stderr_log(f"wrote {doc}")
+        # The charts the document links to, beside it (relative links).
+        write_charts(results, doc.parent)
+        stderr_log(f"wrote {doc} and its charts")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from iot_tools.bench.charts import FAULTS, LATENCY, THROUGHPUT
 from iot_tools.bench.cpu import HARNESS
 from iot_tools.bench.labels import (
     BARE_LABEL,
@@ -191,14 +192,24 @@ the commit runs in PostgreSQL while the fetcher pulls the next batch.
 {cores['machine']:.2f} of {cpus}. So {_bound(results, cores, cpus)}."""
 
 
-def tables(results: Results) -> str:
+def _chart(name: str, what: str, charts: bool) -> str:
+    """A link to the chart written next to the document (the terminal gets none)."""
+    return f"\n\n![{what}]({name})" if charts else ""
+
+
+def tables(results: Results, *, charts: bool = False) -> str:
     return "\n\n".join([
         "### Targets\n\n" + targets_table(results),
         "### Probe latency (new TCP connection per probe, as the kubelet)\n\n"
-        + latency_table(results) + "\n\n" + latency_note(results),
+        + latency_table(results) + "\n\n" + latency_note(results)
+        + _chart(LATENCY, "probe latency idle and under load against the bare baseline",
+                 charts),
         "### Ingest throughput (JetStream → committed rows, ack after commit)\n\n"
-        + throughput_table(results) + "\n\n" + ratios(results),
-        "### Detection and recovery (/ready)\n\n" + faults_table(results),
+        + throughput_table(results)
+        + _chart(THROUGHPUT, "ingest throughput per round, every variant", charts)
+        + "\n\n" + ratios(results),
+        "### Detection and recovery (/ready)\n\n" + faults_table(results)
+        + _chart(FAULTS, "detection and recovery per fault", charts),
         "### Memory (resident set size)\n\n" + memory_table(results),
         "### The chart\n\n" + chart_table(results),
     ])
@@ -230,7 +241,7 @@ with `make bench` from a clone; figures vary with the machine and with anything 
 
 ## Results
 
-{tables(results)}
+{tables(results, charts=True)}
 
 ## How each figure was measured
 

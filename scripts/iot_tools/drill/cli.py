@@ -64,6 +64,9 @@ def parser() -> argparse.ArgumentParser:
                    help="simulated readings per second (default 50)")
     p.add_argument("--report", type=Path, default=None, metavar="PATH",
                    help="write the JSON report here")
+    p.add_argument("--html", type=Path, default=None, metavar="PATH",
+                   help="write the self-contained HTML timeline here (from the same data as "
+                        "the JSON report)")
     p.add_argument("--workdir", type=Path, default=None,
                    help="directory for the servers' data and the logs, kept afterwards "
                         "(default: a temp dir, removed unless the drill fails)")
@@ -92,7 +95,7 @@ def options_from(args: argparse.Namespace) -> DrillOptions:
         values_files=tuple(args.values), set_values=tuple(args.set_values),
         helm_major=args.helm, time_scale=args.time_scale, faults=faults,
         slow_start=_slow_starts(args.slow_start), warmup=args.warmup, hold=args.hold,
-        settle=args.settle, feed_rate=args.feed_rate, report=args.report,
+        settle=args.settle, feed_rate=args.feed_rate, report=args.report, html=args.html,
         workdir=args.workdir, keep_workdir=args.keep_workdir,
         tty=False if args.plain else None)
 

@@ -18,6 +18,7 @@ from typing import TextIO
 from iot_tools.drill.counters import HealthCounters
 from iot_tools.drill.display import LiveView, format_table
 from iot_tools.drill.faults import DEFAULT_FAULTS, Fault, FaultContext, parse_fault
+from iot_tools.drill.html import write_html
 from iot_tools.drill.kubelet import Container
 from iot_tools.drill.limits import Limits
 from iot_tools.drill.platform import LocalPlatform
@@ -35,6 +36,10 @@ EXIT_OK = 0
 EXIT_EXPECTATION_FAILED = 1
 EXIT_INTERRUPTED = 130
 PROBE_THREADS = 32
+# The telemetry lane of the HTML report: how often the feed's count and ingest's /health
+# counters are sampled (the counters themselves are polled about as often).
+TELEMETRY_SAMPLE_SECONDS = 1.0
+INGEST = "ingest_iot"
 # The services' documented start-up hook (services/common/config.py).
 SLOW_START_ENV = "IOT_TEST_STARTUP_DELAY_SECONDS"
 
@@ -54,6 +59,7 @@ class DrillOptions:
     feed_rate: float = 50.0
     catch_up_timeout: float = 90.0
     report: Path | None = None
+    html: Path | None = None
     workdir: Path | None = None
     keep_workdir: bool = False
     tty: bool | None = None
@@ -69,6 +75,7 @@ class Drill:
         self.containers: dict[str, Container] = {}
         self.result = ScenarioResult()
         self.interrupted = False
+        self.samples: list[dict] = []
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -155,7 +162,8 @@ class Drill:
                             stream=self.stream, tty=self.options.tty)
             launched_at = self.timeline.now()
             tasks = [asyncio.create_task(c.run(), name=n) for n, c in self.containers.items()]
-            tasks += [asyncio.create_task(counters.run()), asyncio.create_task(view.run())]
+            tasks += [asyncio.create_task(counters.run()), asyncio.create_task(view.run()),
+                      asyncio.create_task(self._sample_telemetry(feed, counters))]
             # The scenario fills this result as it goes: an interruption keeps what it has.
             self.result = scenario.result
             await scenario.run(launched_at)
@@ -178,6 +186,16 @@ class Drill:
         else:
             self.stream.write(f"logs kept in {platform.workdir / 'logs'}\n")
         return exit_code
+
+    async def _sample_telemetry(self, feed: SteadyFeed, counters: HealthCounters) -> None:
+        """Published (the feed's acked count) and ingest's own counters over time, for the
+        report's telemetry lane: the end-of-run account says how many readings were lost,
+        this says when the pipeline stalled and caught up."""
+        while True:
+            self.samples.append({"t": round(self.timeline.now(), 3),
+                                 "published": feed.published,
+                                 "ingest": dict(counters.latest.get(INGEST) or {})})
+            await asyncio.sleep(TELEMETRY_SAMPLE_SECONDS)
 
     def _settings(self) -> ScenarioSettings:
         options = self.options
@@ -203,7 +221,7 @@ class Drill:
 
     def _write_report(self, started_at: str, limits: Limits, platform: LocalPlatform,
                       rendered: RenderedPlatform, *, exit_code: int, keep: bool) -> None:
-        if self.options.report is None:
+        if self.options.report is None and self.options.html is None:
             return
         services = {
             plan.service: {
@@ -220,9 +238,14 @@ class Drill:
             result=self.result, timeline=self.timeline, limits=limits,
             containers=self.containers, services=services, render=render,
             started_at=started_at, interrupted=self.interrupted, exit_code=exit_code,
-            workdir=str(platform.workdir) if keep else None)
-        write_report(self.options.report, report)
-        self.stream.write(f"report written to {self.options.report}\n")
+            workdir=str(platform.workdir) if keep else None, samples=self.samples)
+        # Both files come from this one dict, so the picture never disagrees with the JSON.
+        if self.options.report is not None:
+            write_report(self.options.report, report)
+            self.stream.write(f"report written to {self.options.report}\n")
+        if self.options.html is not None:
+            write_html(self.options.html, report)
+            self.stream.write(f"HTML timeline written to {self.options.html}\n")
 
 
 def _cancel_on_signals() -> None:

@@ -120,7 +120,7 @@ def phase_json(phase: PhaseResult) -> dict:
 def build_report(*, result: ScenarioResult, timeline: Timeline, limits: Limits,
                  containers: Mapping[str, Container], services: Mapping[str, dict],
                  render: dict, started_at: str, interrupted: bool, exit_code: int,
-                 workdir: str | None) -> dict:
+                 workdir: str | None, samples: list[dict] | None = None) -> dict:
     return {
         "schema": SCHEMA,
         "ok": exit_code == 0,
@@ -136,6 +136,11 @@ def build_report(*, result: ScenarioResult, timeline: Timeline, limits: Limits,
                 "probes": {kind: probe_json(spec) for kind, spec in container.probes.items()},
                 "restarts": container.restarts,
                 "ready_at_end": container.ready,
+                # Every failed probe (the timeline keeps only the first of a streak).
+                "probe_failures": [
+                    {"t": round(r.t, 3), "kind": r.kind, "detail": r.detail,
+                     "latency": round(r.latency, 4), "timed_out": r.timed_out}
+                    for r in container.records if not r.ok],
             }
             for name, container in containers.items()},
         "phases": [phase_json(phase) for phase in result.phases],
@@ -147,6 +152,7 @@ def build_report(*, result: ScenarioResult, timeline: Timeline, limits: Limits,
             "lost": result.telemetry.lost,
             "repeated": result.telemetry.repeated,
             "caught_up_after": rounded(result.telemetry.caught_up_after),
+            "samples": list(samples or []),
         },
         "timeline": [event.as_json() for event in timeline.events],
         "workdir": workdir,

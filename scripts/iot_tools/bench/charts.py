@@ -83,7 +83,7 @@ def latency_chart(results: Results) -> str:
 
 def throughput_chart(results: Results) -> str:
     """msg/s of every round, one line per variant (a flat line is a steady measurement)."""
-    left, width, height, right = 70, 900, 380, 230
+    left, width, height, right = 70, 940, 380, 270
     variants = list(results.throughput)
     rounds = max((len(runs) for runs in results.throughput.values()), default=1)
     peak = max((run.rate for runs in results.throughput.values() for run in runs),

@@ -11,12 +11,11 @@ session cut at once), ready within 15 s of the repair (backoff is capped at 5 s 
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import pytest
+from iot_tools.faults import Invariants
 from iot_tools.services import ServiceProcess, wait_until
 
 from .conftest import Database, ServiceRole, service_env
@@ -26,28 +25,6 @@ READY_AGAIN_WITHIN = 15.0
 DB_USERS = ("evaluator_iot", "ui_iot", "ops_worker")
 FAST = {"POLL_INTERVAL_SECONDS": "0.5", "MAINTENANCE_INTERVAL_SECONDS": "0.5",
         "OFFLINE_AFTER_SECONDS": "600"}
-
-
-@contextmanager
-def health_watch(service: ServiceProcess) -> Iterator[list]:
-    """Samples /health every 0.2 s in a thread; yields the list of non-200 answers."""
-    failures: list = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            answer = service.get("/health", timeout=2)
-            if answer.status != 200:
-                failures.append(answer)
-            stop.wait(0.2)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield failures
-    finally:
-        stop.set()
-        thread.join(5)
 
 
 def ready_checks(service: ServiceProcess) -> dict:
@@ -92,25 +69,28 @@ def prepare(name: str, db: Database) -> None:
 
 def fault_then_repair(
     name: str, launch, role: ServiceRole, fault: Callable[[], None],
-    repair: Callable[[], None],
+    repair: Callable[[], None], *,
+    while_failing: Callable[[ServiceProcess], None] = lambda _service: None,
 ) -> tuple[float, float]:
-    """Start `name` as `role`, apply `fault`, wait for 503, `repair`, wait for 200; /health
-    stays 200 throughout and the process is the same. Returns (detected, recovered) s."""
+    """Start `name` as `role`, apply `fault`, wait for 503 (then `while_failing(service)`),
+    `repair`, wait for 200; /health stays 200 throughout and the process is the same.
+    Returns (detected, recovered) s."""
     prepare(name, role.database)
     service = launch(name, role.env(**FAST))
     service.wait_ready()
     pid = service.pid
-    with health_watch(service) as health_failures:
+    with Invariants(service) as watch:
         fault()
         detected = service.wait_status("/ready", 503, timeout=NOT_READY_WITHIN + 5)
         assert detected is not None and detected <= NOT_READY_WITHIN, f"took {detected}"
         assert ready_checks(service)["database"]["status"] == "fail"
+        while_failing(service)
         time.sleep(3)  # several retries into the outage: nothing may have died meanwhile
         assert service.status("/ready") == 503
         repair()
         recovered = service.wait_status("/ready", 200, timeout=READY_AGAIN_WITHIN + 10)
         assert recovered is not None and recovered <= READY_AGAIN_WITHIN, f"took {recovered}"
-    assert health_failures == []
+    watch.assert_live()  # I1: /health 200 at every sample
     assert service.pid == pid and service.returncode() is None
     assert works_again(name, service, role.database)
     print(f"{name}: not ready after {detected:.2f} s, ready again after {recovered:.2f} s")
@@ -135,33 +115,21 @@ def test_authentication_failure_fails_readiness_not_liveness_and_heals_in_the_sa
                                           ("ops_worker", "maintenance")])
 def test_a_read_only_database_fails_readiness_of_writers_naming_the_worker(
         name, worker, launch, service_role):
-    prepare(name, service_role.database)
-    service = launch(name, service_role.env(**FAST))
-    service.wait_ready()
-    pid = service.pid
-    with health_watch(service) as health_failures:
-        service_role.set_read_only(True)
-        detected = service.wait_status("/ready", 503, timeout=NOT_READY_WITHIN + 5)
-        assert detected is not None and detected <= NOT_READY_WITHIN, f"took {detected}"
+    def names_the_worker(service: ServiceProcess) -> None:
         # The probe says read-only, and the worker whose write was refused is named too.
         refused = f"{worker}: ReadOnlySQLTransactionError"
         assert wait_until(lambda: refused in ready_checks(service)["database"]["detail"],
                           timeout=10) is not None
-        time.sleep(2)
-        assert service.status("/ready") == 503
-        service_role.set_read_only(False)
-        recovered = service.wait_status("/ready", 200, timeout=READY_AGAIN_WITHIN + 10)
-        assert recovered is not None and recovered <= READY_AGAIN_WITHIN, f"took {recovered}"
-    assert health_failures == []
-    assert service.pid == pid and service.returncode() is None
-    assert works_again(name, service, service_role.database)
-    print(f"{name} read-only: not ready after {detected:.2f} s, ready after {recovered:.2f} s")
+
+    fault_then_repair(name, launch, service_role, lambda: service_role.set_read_only(True),
+                      lambda: service_role.set_read_only(False),
+                      while_failing=names_the_worker)
 
 
 def test_a_read_only_database_leaves_ui_ready_and_serving(launch, service_role):
     ui = launch("ui_iot", service_role.env())
     ui.wait_ready()
-    with health_watch(ui) as health_failures:
+    with Invariants(ui) as watch:
         service_role.set_read_only(True)  # cuts the sessions, as a failover would
         # It only reads: once reconnected (the cut sessions may show for a moment), nothing
         # to be unready about.
@@ -177,7 +145,7 @@ def test_a_read_only_database_leaves_ui_ready_and_serving(launch, service_role):
             assert ui.status("/ready") == 200
             assert ui.status("/api/devices") == 200
             time.sleep(0.2)
-    assert health_failures == []
+    watch.assert_live()  # I1: /health 200 at every sample
 
 
 def test_ui_started_while_the_database_refuses_serves_its_api_once_it_accepts(
@@ -186,7 +154,7 @@ def test_ui_started_while_the_database_refuses_serves_its_api_once_it_accepts(
     service_role.refuse_connections()
     ui = launch("ui_iot", service_role.env())
     assert ui.wait_status("/health", 200, timeout=15) is not None
-    with health_watch(ui) as health_failures:
+    with Invariants(ui) as watch:
         time.sleep(3)  # several refused attempts at creating the pool
         assert ui.status("/ready") == 503
         assert ready_checks(ui)["api_pool"]["detail"] == "pool not open"
@@ -197,7 +165,7 @@ def test_ui_started_while_the_database_refuses_serves_its_api_once_it_accepts(
     answer = ui.get("/api/devices")
     assert answer.status == 200
     assert [device["device_id"] for device in json.loads(answer.body)] == ["dev-ui"]
-    assert health_failures == []
+    watch.assert_live()  # I1: /health 200 at every sample
     print(f"ui_iot ready {recovered:.2f} s after the database accepted")
 
 

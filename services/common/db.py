@@ -31,6 +31,15 @@ async def connect(
     )
 
 
+def failed_round_trip(error: Exception, timeout: float) -> CheckResult:
+    """The failing check a readiness round trip's error means; a bug propagates."""
+    if classify(error) is Fault.BUG:
+        raise error
+    if isinstance(error, TimeoutError):
+        return CheckResult.failing(f"no answer within {timeout:g} s")
+    return CheckResult.failing(f"unreachable ({describe_error(error)})")
+
+
 class DedicatedConnection:
     """One connection for one worker, opened on first use and after every failure.
 
@@ -128,12 +137,8 @@ class DatabaseProbe:
             connection = await self._connection.get()
             answer = await connection.fetchval(self._query, timeout=timeout)
         except Exception as error:
-            if classify(error) is Fault.BUG:
-                raise
             self._connection.discard()
-            if isinstance(error, TimeoutError):
-                return CheckResult.failing(f"no answer within {timeout:g} s")
-            return CheckResult.failing(f"unreachable ({describe_error(error)})")
+            return failed_round_trip(error, timeout)
         if not answer:
             return CheckResult.failing("read-only")
         return CheckResult.passing("reachable")

@@ -42,10 +42,10 @@ class DependencyState:
     of that name.
 
     Several components use a dependency: a background probe (a connection's status, a
-    `SELECT 1` round trip) and every worker that talks to it. Each reports the outcome of its
-    last attempt; the check fails while any of them last failed. So a database that answers
-    `SELECT 1` but refuses writes (read-only after a failover, a role at its connection
-    limit) still shows as not ready, named by the worker it stops.
+    round trip) and every worker that talks to it. Each reports the outcome of its last
+    attempt; the check fails while any of them last failed. So a database the probe reaches
+    but a worker cannot (a role at its connection limit while the probe keeps its session)
+    still shows as not ready, named by the worker it stops.
     """
 
     def __init__(self, name: str, on_change: Callable[[], None]) -> None:
@@ -295,7 +295,6 @@ class HealthState:
         }
         body.update(self.counters)
         return _render(200, body, "[+]event loop ok\n[+]workers ok\nlivez check passed")
-
 
     def _stuck_worker(self) -> tuple[str, float] | None:
         """A worker with work in hand and no progress for the worker stall threshold, while

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from services.common.config import DatabaseSettings
+from services.common.db import failed_round_trip
 from services.common.faults import Fault, classify
 from services.common.health import CheckResult, HealthState
 from services.common.logs import describe_error
@@ -101,17 +102,11 @@ class ReadModel:
                     f"pool exhausted (no free connection within {self._timeout:g} s)")
             return CheckResult.failing(f"unreachable (no connection within {self._timeout:g} s)")
         except Exception as error:
-            if classify(error) is Fault.BUG:
-                raise
-            return CheckResult.failing(f"unreachable ({describe_error(error)})")
+            return failed_round_trip(error, self._timeout)
         try:
             await connection.fetchval("SELECT 1", timeout=timeout)
         except Exception as error:
-            if classify(error) is Fault.BUG:
-                raise
-            if isinstance(error, TimeoutError):
-                return CheckResult.failing(f"no answer within {timeout:g} s")
-            return CheckResult.failing(f"unreachable ({describe_error(error)})")
+            return failed_round_trip(error, timeout)
         finally:
             await self._release(pool, connection)
         return CheckResult.passing(f"open ({pool.get_size()} of {self._pool_size} connected)")

@@ -475,7 +475,11 @@ class PullConsumer:
         self._stopping = True
 
     async def close(self) -> None:
-        self._unbind("closed")
+        subscription, self._subscription = self._subscription, None
+        self._unbound_because = "closed"
+        if subscription is not None:
+            with contextlib.suppress(*NATS_TROUBLE):
+                await subscription.unsubscribe()
 
     async def _bind(self) -> None:
         js = self._link.jetstream

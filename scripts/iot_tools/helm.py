@@ -10,6 +10,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO_ROOT / "chart"
 VERSIONS_FILE = REPO_ROOT / "scripts" / "tool-versions.env"
+# The Kubernetes version every render claims (`--kube-version`): the oldest the chart supports
+# (Chart.yaml kubeVersion). Without it Helm 3 assumes 1.20 and refuses the chart.
+KUBE_VERSION = "1.30.0"
 
 
 class HelmNotFound(RuntimeError):  # noqa: N818 (name kept: callers catch it)
@@ -71,9 +74,12 @@ def template(
     set_values: tuple[str, ...] = (),
     extra_args: tuple[str, ...] = (),
     chart: Path = CHART_DIR,
+    kube_version: str = KUBE_VERSION,
 ) -> HelmResult:
-    """`helm template` of the chart with the given values files and --set flags."""
-    args = ["template", release, str(chart), "--namespace", namespace]
+    """`helm template` of the chart with the given values files and --set flags, as for a
+    cluster of `kube_version`."""
+    args = ["template", release, str(chart), "--namespace", namespace,
+            "--kube-version", kube_version]
     for values_file in values_files:
         args += ["--values", str(values_file)]
     for assignment in set_values:
@@ -95,6 +101,7 @@ def render(
     values_files: tuple[str | Path, ...] = (),
     set_values: tuple[str, ...] = (),
     extra_args: tuple[str, ...] = (),
+    kube_version: str = KUBE_VERSION,
 ) -> list[dict]:
     """`helm template` of the chart, parsed: its non-empty YAML documents, in order.
 
@@ -103,7 +110,8 @@ def render(
     import yaml
 
     result = template(
-        major=major, values_files=values_files, set_values=set_values, extra_args=extra_args
+        major=major, values_files=values_files, set_values=set_values, extra_args=extra_args,
+        kube_version=kube_version,
     )
     if result.returncode != 0:
         raise HelmRenderError((*set_values, *map(str, values_files)), result)

@@ -284,6 +284,16 @@ class ByteBudget:
         self.limit = limit
         self.used = 0
         self._freed = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_freed(self, listener: Callable[[], None]) -> None:
+        """Call `listener` whenever bytes are given back (a fetcher that waits for room
+        among other things)."""
+        self._listeners.append(listener)
+
+    @property
+    def free(self) -> int:
+        return self.limit - self.used
 
     async def room(self, at_least: int) -> int:
         """Wait until `at_least` bytes are free; the bytes free then."""
@@ -298,6 +308,8 @@ class ByteBudget:
     def give_back(self, size: int) -> None:
         self.used -= size
         self._freed.set()
+        for listener in self._listeners:
+            listener()
 
 
 FETCH_TIMEOUT_SECONDS = 1.0
@@ -495,12 +507,15 @@ class PullConsumer:
             self._report_differences(f"{self._stream.name}/{self._durable}",
                                      self._consumer_differences(info.config))
         self._ack_floor = info.ack_floor.stream_seq if info.ack_floor else None
-        self._subscription = await js.pull_subscribe_bind(durable=self._durable,
-                                                          stream=self._stream.name)
+        self._subscription = await self._subscribe(js)
         self._generation = generation
         self._checked_at = asyncio.get_running_loop().time()
         log.info("consuming %s as durable %s", self._stream.name, self._durable)
         self._health.refresh()
+
+    async def _subscribe(self, js: JetStreamContext):
+        """What `bound` means: here nats-py's pull subscription (subclasses bind their own)."""
+        return await js.pull_subscribe_bind(durable=self._durable, stream=self._stream.name)
 
     async def _create(self, js: JetStreamContext):
         start_after = None

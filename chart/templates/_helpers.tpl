@@ -28,25 +28,6 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- end -}}
 
-{{/*
-The effective image of a component as JSON {repository, tag, pullPolicy}: its own non-empty
-fields over a fallback image (services.image for the Python services), tag defaulting to the
-chart's appVersion. Args: root, image, fallback (optional).
-*/}}
-{{- define "iot.image" -}}
-{{- $fallback := .fallback | default dict -}}
-{{- $repository := .image.repository | default $fallback.repository -}}
-{{- $tag := .image.tag | default $fallback.tag | default .root.Chart.AppVersion -}}
-{{- $pullPolicy := .image.pullPolicy | default $fallback.pullPolicy | default "IfNotPresent" -}}
-{{- dict "repository" $repository "tag" (toString $tag) "pullPolicy" $pullPolicy | toJson -}}
-{{- end -}}
-
-{{/* Container fields `image` and `imagePullPolicy` of an image from iot.image. */}}
-{{- define "iot.imageFields" -}}
-image: {{ printf "%s:%s" .repository .tag | quote }}
-imagePullPolicy: {{ .pullPolicy }}
-{{- end -}}
-
 {{/* Pod-level security context from a component's securityContext values. */}}
 {{- define "iot.podSecurityContext" -}}
 runAsNonRoot: true
@@ -89,17 +70,18 @@ security context, and a grace period checked against the preStop delay. Args: ro
 */}}
 {{- define "iot.thirdParty.podFields" -}}
 {{- include "iot.guard.gracePeriod" (dict "where" (printf "%s.terminationGracePeriodSeconds" .key) "grace" .values.terminationGracePeriodSeconds "needed" (add .values.preStopSleepSeconds (include "iot.graceMargin" .)) "why" (printf "%s.preStopSleepSeconds + %s s margin" .key (include "iot.graceMargin" .))) -}}
-{{ include "iot.pod.fields" (dict "grace" .values.terminationGracePeriodSeconds "securityContext" .values.securityContext) }}
+{{ include "iot.pod.fields" (dict "root" .root "grace" .values.terminationGracePeriodSeconds "securityContext" .values.securityContext) }}
 {{- end -}}
 
 {{/*
 Pod spec fields of every workload: no service-account token (nothing here talks to the API
-server), no service links, the grace period and the pod security context.
-Args: grace, securityContext.
+server), no service links, the image pull secrets, the grace period and the pod security context.
+Args: root, grace, securityContext.
 */}}
 {{- define "iot.pod.fields" -}}
 automountServiceAccountToken: false
 enableServiceLinks: false
+{{- include "iot.imagePullSecrets" . }}
 terminationGracePeriodSeconds: {{ .grace }}
 securityContext:
   {{- include "iot.podSecurityContext" .securityContext | nindent 2 }}
@@ -110,7 +92,7 @@ Container fields shared by every third-party container: image, security context,
 a preStop sleep that lets endpoints drop the pod first. Args: root, key, values.
 */}}
 {{- define "iot.thirdParty.containerFields" -}}
-{{ include "iot.imageFields" (include "iot.image" (dict "root" .root "image" .values.image) | fromJson) }}
+{{ include "iot.imageFields" (include "iot.image" (dict "root" .root "image" .values.image "where" (printf "%s.image" .key)) | fromJson) }}
 securityContext:
   {{- include "iot.containerSecurityContext" .values.securityContext | nindent 2 }}
 resources:

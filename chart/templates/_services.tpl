@@ -118,15 +118,15 @@ template files). Args: root, key (values key), object (kind).
 {{- $values := index $root.Values $key -}}
 {{- if $values.enabled -}}
 {{- $svc := $root.Values.services -}}
-{{- $image := include "iot.image" (dict "root" $root "image" $values.image "fallback" $svc.image) | fromJson -}}
-{{- $ctx := dict "root" $root "component" $entry.component "version" $image.tag -}}
+{{- $image := include "iot.image" (dict "root" $root "image" $values.image "fallback" $svc.image "where" (printf "%s.image" $key)) | fromJson -}}
+{{- $ctx := dict "root" $root "component" $entry.component "version" $image.version -}}
 {{- $ports := list (dict "name" "health" "containerPort" (include "iot.services.healthPort" . | int) "protocol" "TCP") -}}
 {{- $margin := include "iot.graceMargin" . | int -}}
 {{- include "iot.guard.gracePeriod" (dict "where" "services.terminationGracePeriodSeconds" "grace" $svc.terminationGracePeriodSeconds "needed" (add $svc.drainDelaySeconds $svc.shutdownTimeoutSeconds $margin) "why" (printf "services.drainDelaySeconds + services.shutdownTimeoutSeconds + %d s margin" $margin)) -}}
 {{- if eq .object "Deployment" }}
 {{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" $values.replicas) $ctx) }}
     spec:
-      {{- include "iot.pod.fields" (dict "grace" $svc.terminationGracePeriodSeconds "securityContext" $svc.securityContext) | nindent 6 }}
+      {{- include "iot.pod.fields" (dict "root" $root "grace" $svc.terminationGracePeriodSeconds "securityContext" $svc.securityContext) | nindent 6 }}
       initContainers:
         - name: migrate
           {{- include "iot.imageFields" $image | nindent 10 }}

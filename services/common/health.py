@@ -17,6 +17,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from prometheus_client import Counter
+
+from services.common.metrics import HealthSnapshot, Metrics
+
 log = logging.getLogger("health")
 
 
@@ -136,6 +140,16 @@ class HealthState:
     ) -> None:
         self.service = service
         self.counters: dict[str, int] = {}
+        self.metrics = Metrics()
+        self._transitions = {
+            kind: self.metrics.counter(
+                f"iot_{kind}_check_transitions",
+                f"Times a {kind} check changed state, by the state it entered.",
+                ["check", "to"])
+            for kind in ("readiness", "liveness")
+        }
+        self._results: dict[str, CheckResult] = {}
+        self._live: dict[str, bool] = {}
         self._stall_threshold = stall_threshold
         self._worker_stall_threshold = worker_stall_threshold
         self._dependencies: dict[str, DependencyState] = {}
@@ -154,6 +168,7 @@ class HealthState:
         self._failing: tuple[str, ...] | None = None
         self._ready_answer = ProbeAnswer(503, b"", b"")
         self.refresh()
+        self.metrics.watch_health(self._snapshot)
 
     # -- what services tell the kit --------------------------------------------------
 
@@ -233,6 +248,10 @@ class HealthState:
             await asyncio.sleep(self._tick)
             now = self._clock()
             self._loop_lag = max(0.0, now - before - self._tick)
+            if now - self._last_beat > self._stall_threshold:
+                # Seen only afterwards (nothing runs while the loop is stalled), but seen:
+                # the transition counters keep stalls no scrape could catch.
+                self._note_liveness("event_loop", False)
             self._last_beat = now
             self.refresh()
 
@@ -251,7 +270,24 @@ class HealthState:
         if failing != self._failing:
             self._log_transition(failing, results)
             self._failing = failing
+        for name, result in results.items():
+            before = self._results.get(name)
+            if before is None:
+                _start_at_zero(self._transitions["readiness"], name)
+            elif before.ok != result.ok and self._started:  # start-up is not news (above)
+                self._transitions["readiness"].labels(name, _state(result.ok)).inc()
+        self._results = results
         self._ready_answer = _render_readiness(self.service, results)
+        for name, ok in self._liveness_checks().items():
+            self._note_liveness(name, ok)
+
+    def _note_liveness(self, check: str, ok: bool) -> None:
+        before = self._live.get(check)
+        if before is None:
+            _start_at_zero(self._transitions["liveness"], check)
+        elif before != ok:
+            self._transitions["liveness"].labels(check, _state(ok)).inc()
+        self._live[check] = ok
 
     def _log_transition(
         self, failing: tuple[str, ...], results: dict[str, CheckResult]
@@ -268,6 +304,24 @@ class HealthState:
 
     def readiness(self) -> ProbeAnswer:
         return self._ready_answer
+
+    def _liveness_checks(self) -> dict[str, bool]:
+        """Liveness's three checks, as liveness() below decides them."""
+        return {
+            "event_loop": self._clock() - self._last_beat <= self._stall_threshold,
+            "critical_tasks": self._dead_task is None,
+            "worker_progress": self._stuck_worker() is None,
+        }
+
+    def _snapshot(self) -> HealthSnapshot:
+        """For /metrics: readiness as the last evaluation left it (what /ready answers),
+        liveness as of now (as /health decides it). Memory only."""
+        return HealthSnapshot(
+            service=self.service,
+            ready={name: result.ok for name, result in self._results.items()},
+            live=self._liveness_checks(),
+            loop_lag_seconds=self._loop_lag,
+        )
 
     def liveness(self) -> ProbeAnswer:
         stalled_for = self._clock() - self._last_beat
@@ -309,6 +363,17 @@ class HealthState:
             if idle is not None and idle > threshold:
                 return tracker.name, idle
         return None
+
+
+def _state(ok: bool) -> str:
+    return "pass" if ok else "fail"
+
+
+def _start_at_zero(transitions: Counter, check: str) -> None:
+    """A check's transition series exist from the start, so that the first one shows as an
+    increase rather than as a series appearing."""
+    for state in ("pass", "fail"):
+        transitions.labels(check, state)
 
 
 def _evaluate(check: Check) -> CheckResult:

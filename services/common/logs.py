@@ -62,9 +62,10 @@ class RedactingFormatter(logging.Formatter):
 
 
 class ProbePathFilter(logging.Filter):
-    """Drops access-log records of probe requests: they arrive every few seconds, forever."""
+    """Drops access-log records of probe and scrape requests: they arrive every few seconds,
+    forever."""
 
-    PROBE_PATHS = ("/health", "/ready")
+    PROBE_PATHS = ("/health", "/ready", "/metrics")
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()

@@ -1,10 +1,11 @@
-"""The aiohttp server that answers /health and /ready from a HealthState."""
+"""The aiohttp server that answers /health, /ready and /metrics from a HealthState."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from services.common.health import HealthState, ProbeAnswer
+from services.common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 JSON = "application/json"
 TEXT = "text/plain"
@@ -30,6 +31,8 @@ class AiohttpProbeServer:
         app = web.Application()
         app.router.add_get("/health", self._liveness)
         app.router.add_get("/ready", self._readiness)
+        # Unauthenticated like the probes: it shows check names and counts, never details.
+        app.router.add_get("/metrics", self._metrics)
         # access_log=None: probes arrive every few seconds forever; they must not flood logs.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -44,6 +47,10 @@ class AiohttpProbeServer:
 
     async def _readiness(self, request: web.Request) -> web.Response:
         return _response(self._health.readiness(), "verbose" in request.query)
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self._health.metrics.render(),
+                            headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 def _response(answer: ProbeAnswer, verbose: bool) -> web.Response:

@@ -23,6 +23,14 @@ class EvaluatorService:
         self._listener = NotificationListener(config, health, self._evaluator)
         self._workers = Workers(health)
         health.declare_counters("notifications", "polls", "evaluations", "alerts_created")
+        for counter, documentation in (
+            ("notifications", "telemetry_inserted notifications received."),
+            ("polls", "Polls by insertion time that caught up with the present."),
+            ("evaluations", "Evaluation transactions (a notified range or a poll chunk)."),
+            ("alerts_created", "Alerts written by evaluations."),
+        ):
+            health.metrics.expose_counters(f"iot_evaluator_{counter}", documentation,
+                                           health.counters, counter)
         health.add_check("listener", self._listener.check)
 
     async def start(self) -> None:

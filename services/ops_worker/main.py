@@ -33,6 +33,13 @@ class OpsService:
         self._workers = Workers(health)
         health.declare_counters("maintenance_passes", "devices_marked_offline",
                                 "telemetry_pruned")
+        for counter, documentation in (
+            ("maintenance_passes", "Maintenance passes completed (with the lock held)."),
+            ("devices_marked_offline", "Devices marked offline for silence."),
+            ("telemetry_pruned", "Telemetry rows deleted by retention."),
+        ):
+            health.metrics.expose_counters(f"iot_ops_{counter}", documentation,
+                                           health.counters, counter)
 
     async def start(self) -> None:
         self._workers.start("database-probe", self._database.run())

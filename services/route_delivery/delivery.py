@@ -55,6 +55,9 @@ ON CONFLICT (message_id) DO NOTHING
 # Endpoints (and routes) whose state is kept; the least recently used are forgotten.
 MAX_TRACKED_ENDPOINTS = 10_000
 MAX_CACHED_ROUTES = 10_000
+# From a webhook on the same network to the request timeout (5 s by default, at most 300).
+WEBHOOK_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                           60.0)
 # Re-offer delay for a message whose endpoint has its half-open trial request in flight.
 BUSY_DELAY_SECONDS = 1.0
 # A message whose endpoint is at its concurrency limit waits for a slot there only when
@@ -349,6 +352,10 @@ class Deliverer:
         self._settings = settings
         self._timeout = aiohttp.ClientTimeout(total=settings.request_timeout)
         self._endpoints: BoundedCache[str, Endpoint] = BoundedCache(MAX_TRACKED_ENDPOINTS)
+        self._request_seconds = health.metrics.histogram(
+            "iot_route_webhook_request_seconds",
+            "Webhook POSTs: time to the response (or the failure), by result.",
+            WEBHOOK_LATENCY_BUCKETS, labels=["result"])
 
     def _new_endpoint(self) -> Endpoint:
         return Endpoint(CircuitBreaker(self._settings.circuit_failure_threshold,
@@ -412,6 +419,7 @@ class Deliverer:
             raise
         now = time.monotonic()
         endpoint.took(now - sent)
+        self._request_seconds.labels(_request_result(error)).observe(now - sent)
         self._log_transition(key, endpoint.breaker.record(error is None, now,
                                                           trial=admission.trial))
         return error
@@ -492,6 +500,16 @@ class Deliverer:
                         self._settings.circuit_open_seconds)
         elif transition is Transition.CLOSED:
             log.info("circuit for %s closed: the endpoint answers again", endpoint)
+
+
+def _request_result(error: str | None) -> str:
+    """A bounded label for one request's result: the status class, or "error" when no
+    response came (timeout, connection refused, unusable URL)."""
+    if error is None:
+        return "2xx"
+    if error.startswith("HTTP "):
+        return f"{error[5]}xx"
+    return "error"
 
 
 def _message_id(message: Msg) -> str:

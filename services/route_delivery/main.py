@@ -112,6 +112,14 @@ class RouteDeliveryService:
         self._stopping = False
         self._workers = Workers(health)
         health.declare_counters("delivered", "failed", "retries", "deferred", "dropped")
+        # The same counters as /health's JSON, by outcome: failed = dead-lettered after the
+        # last attempt, retries = failed attempts offered again later, deferred = offered
+        # again without an attempt (endpoint busy or its circuit open), dropped = route
+        # gone or message unusable.
+        health.metrics.expose_counters(
+            "iot_route_deliveries", "Route messages settled, by outcome.", health.counters,
+            {name: name for name in ("delivered", "failed", "retries", "deferred", "dropped")},
+            label="outcome")
 
     async def start(self) -> None:
         self._workers.start("nats-connect", self._nats.connect(), critical=False)

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from services.common.health import HealthState
+from services.common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from services.common.probe_server import probe_response
 from services.ui_iot.queries import DatabaseUnavailableError, ReadModel
 
@@ -30,6 +31,11 @@ def create_app(health: HealthState, model: ReadModel) -> FastAPI:
     @app.get("/ready", include_in_schema=False)
     async def readiness(request: Request) -> Response:
         return _probe(health.readiness(), request)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(content=health.metrics.render(),
+                        headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     @app.get("/api/devices")
     async def devices(limit: Limit = 100) -> list[dict[str, Any]]:

@@ -51,9 +51,14 @@ class NatsLink:
     users read `client`/`jetstream` afresh each time and rebind when `generation` changes.
     """
 
-    def __init__(self, url: str, client_name: str, health: HealthState) -> None:
+    def __init__(
+        self, url: str, client_name: str, health: HealthState, *,
+        ping_interval: float = PING_INTERVAL_SECONDS,
+    ) -> None:
         self._url = url
         self._client_name = client_name
+        # Tests lengthen it to show what the pull loop's heartbeats notice by themselves.
+        self._ping_interval = ping_interval
         self._health = health
         self.client = Client()
         self.generation = 0
@@ -107,7 +112,7 @@ class NatsLink:
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": RECONNECT_WAIT_SECONDS,
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-            "ping_interval": PING_INTERVAL_SECONDS,
+            "ping_interval": self._ping_interval,
             "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
             "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnected,

@@ -280,6 +280,8 @@ class LeanPullConsumer(PullConsumer):
             now = loop.time()
             self._watch(now)
             try:
+                if not self._inboxes:  # abandoned after a disconnect (rule 7)
+                    await self._open_inboxes()
                 await self._issue(now, batch_size, budget)
             except Exception as error:
                 if classify(error) is Fault.BUG:
@@ -382,14 +384,16 @@ class LeanPullConsumer(PullConsumer):
     async def _subscribe(self, js: JetStreamContext) -> object:
         """Binding: fresh inboxes on the current client (the durable is there by now)."""
         self._abandon_all("rebinding")
-        client = self._link.client
-        self._inbox_prefix = client.new_inbox()
+        await self._open_inboxes()
+        self._checked_at = asyncio.get_running_loop().time()
+        return self
+
+    async def _open_inboxes(self) -> None:
+        self._inbox_prefix = self._link.client.new_inbox()
         inboxes = [self._new_inbox() for _ in range(self._in_flight)]
         for inbox in inboxes:
             await self._open(inbox)
         self._inboxes = inboxes
-        self._checked_at = asyncio.get_running_loop().time()
-        return self
 
     def _new_inbox(self) -> _Inbox:
         return _Inbox(f"{self._inbox_prefix}.{next(self._names)}")

@@ -1,0 +1,251 @@
+"""The lean pull loop (services.common.messaging.lean) against a real nats-server: its own
+faults, one behaviour per test. The consumer runs in this process on uvloop, as in the
+services; ingest_iot's use of it (exactly-once rows, the fault catalogue) is tested through
+the service in test_ingest*.py and test_fault_catalogue.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import uvloop
+from iot_tools.feed import publish_readings
+
+from services.common.health import HealthState
+from services.common.messaging import TELEMETRY, ByteBudget, NatsLink, settle
+from services.common.messaging.lean import (
+    MISSED_HEARTBEATS,
+    LeanPullConsumer,
+    Pulled,
+    parse_ack_subject,
+)
+
+DURABLE = "lean-test"
+# Short protocol timings keep each fault to seconds (the defaults: 5 s and 1 s).
+EXPIRES, HEARTBEAT = 1.0, 0.25
+LOST_BOUND = MISSED_HEARTBEATS * HEARTBEAT + 2.0  # + ticks, and a busy machine
+
+
+@dataclass
+class Run:
+    """A consumer in this process, and what it has delivered so far."""
+
+    health: HealthState
+    link: NatsLink
+    consumer: LeanPullConsumer
+    budget: ByteBudget
+    seqs: list[int] = field(default_factory=list)
+    held: list[Pulled] = field(default_factory=list)
+    hold: bool = False
+
+    def nats_ok(self) -> bool:
+        self.health.refresh()
+        return self.health.readiness().body.find(b'"nats": {"status": "pass"') >= 0
+
+    def consumer_ok(self) -> bool:
+        self.health.refresh()
+        return self.health.readiness().body.find(b'"consumer": {"status": "pass"') >= 0
+
+
+async def consume(url: str, scenario: Callable[[Run], Awaitable[None]], *,
+                  budget: int = 32 * 1024 * 1024, max_ack_pending: int = 10_000,
+                  batch: int = 100, ping_interval: float = 2.0, in_flight: int = 4) -> Run:
+    health = HealthState("lean-test")
+    link = NatsLink(url, "lean-test", health, ping_interval=ping_interval)
+    connecting = asyncio.create_task(link.connect())
+    consumer = LeanPullConsumer(link, health, TELEMETRY, DURABLE, ack_wait=30,
+                                max_ack_pending=max_ack_pending, expires=EXPIRES,
+                                idle_heartbeat=HEARTBEAT, in_flight=in_flight)
+    run = Run(health, link, consumer, ByteBudget(budget))
+
+    async def loop() -> None:
+        async for messages in consumer.batches(batch, run.budget):
+            run.seqs += [message.metadata.sequence.stream for message in messages]
+            if run.hold:
+                run.held += messages
+                continue
+            await settle(messages, lambda message: message.ack())
+            run.budget.give_back(sum(len(message.data) for message in messages))
+
+    consuming = asyncio.create_task(loop())
+    try:
+        await scenario(run)
+    finally:
+        consumer.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(consuming, 10)
+        await consumer.close()
+        await link.close()
+        connecting.cancel()
+    return run
+
+
+def run_async(coroutine: Awaitable[Run]) -> Run:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coroutine)  # type: ignore[arg-type]
+
+
+async def until(condition: Callable[[], bool], timeout: float) -> float | None:
+    """Seconds until `condition` held (polled every 20 ms); None if it never did."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        await asyncio.sleep(0.02)
+    return None
+
+
+def assert_each_once(seqs: list[int], count: int) -> None:
+    assert sorted(set(seqs)) == list(range(1, count + 1))
+
+
+# -- the protocol ------------------------------------------------------------------------
+
+
+def test_ack_subject_metadata_is_read_in_both_layouts():
+    stored = datetime(2025, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    ns = int(stored.timestamp() * 1e9)
+    v1 = parse_ack_subject(f"$JS.ACK.TELEMETRY.ingest.2.41.17.{ns}.9")
+    v2 = parse_ack_subject(f"$JS.ACK.hub.ACCHASH.TELEMETRY.ingest.2.41.17.{ns}.9.tok")
+    for metadata in (v1, v2):
+        assert (metadata.stream, metadata.consumer) == ("TELEMETRY", "ingest")
+        assert (metadata.sequence.stream, metadata.sequence.consumer) == (41, 17)
+        assert (metadata.num_delivered, metadata.num_pending) == (2, 9)
+        assert abs(metadata.timestamp - stored) < timedelta(microseconds=2)
+    assert v2.domain == "hub"
+
+
+def test_every_message_is_delivered_once_with_its_stream_metadata_and_acked(nats_server):
+    count = 3_000
+    publish_readings(nats_server.url, range(count))
+
+    async def scenario(run: Run) -> None:
+        assert await until(lambda: len(run.seqs) >= count, 30) is not None
+        await run.link.client.flush()
+        info = await run.link.jetstream.consumer_info(TELEMETRY.name, DURABLE)
+        assert info.ack_floor.stream_seq == count and info.num_ack_pending == 0
+
+    run = run_async(consume(nats_server.url, scenario))
+    assert_each_once(run.seqs, count)
+    assert run.consumer.requests_lost == 0
+
+
+def test_requests_expiring_with_no_messages_are_reissued_without_a_readiness_flap(nats_server):
+    async def scenario(run: Run) -> None:
+        assert await until(run.consumer_ok, 15) is not None
+        issued = run.consumer.requests_issued
+        deadline = time.monotonic() + 4 * EXPIRES
+        while time.monotonic() < deadline:
+            assert run.nats_ok() and run.consumer_ok()
+            await asyncio.sleep(0.05)
+        # Every in-flight request ended (408) and was sent again, at least three times over.
+        assert run.consumer.requests_issued >= issued + 3 * 4
+
+    run = run_async(consume(nats_server.url, scenario))
+    assert run.consumer.requests_lost == 0
+    assert run.seqs == []
+
+
+# -- faults --------------------------------------------------------------------------------
+
+
+def test_server_restart_mid_request_reissues_requests_and_loses_nothing(nats_server):
+    count = 4_000
+    publish_readings(nats_server.url, range(count))
+
+    async def scenario(run: Run) -> None:
+        assert await until(lambda: len(run.seqs) > 0, 15) is not None
+        nats_server.kill()
+        assert await until(lambda: not run.nats_ok(), 5) is not None
+        nats_server.start()
+        # Green again within the reconnect wait plus a heartbeat round.
+        assert await until(run.nats_ok, 15) is not None
+        assert await until(lambda: len(set(run.seqs)) >= count, 60) is not None
+
+    run = run_async(consume(nats_server.url, scenario, batch=50))
+    assert sorted(set(run.seqs)) == list(range(1, count + 1))
+
+
+def test_consumer_deleted_mid_batch_is_recreated_from_the_ack_floor_and_nothing_is_lost(
+        nats_server):
+    count = 4_000
+    publish_readings(nats_server.url, range(count))
+
+    async def scenario(run: Run) -> None:
+        assert await until(lambda: len(run.seqs) >= 500, 15) is not None
+        await run.link.jetstream.delete_consumer(TELEMETRY.name, DURABLE)
+        assert await until(lambda: not run.consumer_ok(), 10) is not None
+        assert await until(run.consumer_ok, 15) is not None
+        assert await until(lambda: len(set(run.seqs)) >= count, 60) is not None
+
+    run = run_async(consume(nats_server.url, scenario, batch=50))
+    assert sorted(set(run.seqs)) == list(range(1, count + 1))
+    # Re-created after the ack floor last seen: only messages acked since are delivered twice.
+    assert len(run.seqs) - count < 2_000
+
+
+def test_held_messages_at_the_ack_pending_limit_keep_requests_alive_and_memory_bounded(
+        nats_server):
+    count, limit = 2_000, 300
+    publish_readings(nats_server.url, range(count))
+
+    async def scenario(run: Run) -> None:
+        run.hold = True  # a writer that does not settle: the server stops at max_ack_pending
+        assert await until(lambda: len(run.seqs) >= limit, 15) is not None
+        deadline = time.monotonic() + 3 * MISSED_HEARTBEATS * HEARTBEAT
+        while time.monotonic() < deadline:
+            assert run.nats_ok(), "flapped while the server waited for acks"
+            assert len(run.seqs) == limit
+            assert run.budget.used <= run.budget.limit + run.link.client.max_payload
+            await asyncio.sleep(0.05)
+        run.hold = False
+        await settle(run.held, lambda message: message.ack())
+        run.budget.give_back(sum(len(message.data) for message in run.held))
+        assert await until(lambda: len(set(run.seqs)) >= count, 30) is not None
+
+    run = run_async(consume(nats_server.url, scenario, max_ack_pending=limit, batch=100,
+                            budget=2 * 1024 * 1024))
+    assert_each_once(run.seqs, count)
+    assert run.consumer.requests_lost == 0
+
+
+def test_a_frozen_server_fails_readiness_through_missed_heartbeats_within_the_bound(
+        nats_server):
+    async def scenario(run: Run) -> None:
+        assert await until(run.consumer_ok, 15) is not None
+        await asyncio.sleep(2 * HEARTBEAT)
+        nats_server.freeze()
+        try:
+            # Client pings are minutes apart here: only the heartbeats can tell.
+            assert await until(lambda: not run.nats_ok(), LOST_BOUND) is not None
+            assert b"heartbeat" in run.health.readiness().body
+        finally:
+            nats_server.thaw()
+        assert await until(run.nats_ok, 15) is not None
+
+    run = run_async(consume(nats_server.url, scenario, ping_interval=600))
+    assert run.consumer.requests_lost >= 1
+
+
+@pytest.mark.parametrize("in_flight", [1, 4])
+def test_in_flight_requests_never_reserve_more_than_the_byte_budget(nats_server, in_flight):
+    count = 1_000
+    publish_readings(nats_server.url, range(count))
+    budget = 2 * 1024 * 1024
+    peak = 0
+
+    async def scenario(run: Run) -> None:
+        nonlocal peak
+        started = time.monotonic()
+        while len(set(run.seqs)) < count and time.monotonic() - started < 30:
+            peak = max(peak, run.budget.used)
+            await asyncio.sleep(0.005)
+
+    run = run_async(consume(nats_server.url, scenario, budget=budget, in_flight=in_flight))
+    assert_each_once(run.seqs, count)
+    assert 0 < peak <= budget + run.link.client.max_payload

@@ -5,7 +5,8 @@ from __future__ import annotations
 from services.common.config import load
 from services.common.db import DatabaseProbe
 from services.common.health import HealthState
-from services.common.messaging import NatsLink
+from services.common.messaging import NatsLink, PullConsumer
+from services.common.messaging.lean import LeanPullConsumer
 from services.common.runtime import run
 from services.common.workers import Workers
 from services.ingest_iot.config import IngestConfig
@@ -15,10 +16,13 @@ NAME = "ingest_iot"
 
 
 class IngestService:
-    def __init__(self, config: IngestConfig, health: HealthState) -> None:
-        self._nats = NatsLink(config.nats_url, NAME, health)
+    def __init__(
+        self, config: IngestConfig, health: HealthState,
+        consumer_class: type[PullConsumer] = LeanPullConsumer,
+    ) -> None:
+        self._nats = NatsLink(config.nats, NAME, health)
         self._database = DatabaseProbe(config.database, health, f"{NAME}-health")
-        self._pipeline = IngestPipeline(config, health, self._nats)
+        self._pipeline = IngestPipeline(config, health, self._nats, consumer_class)
         self._workers = Workers(health)
         health.declare_counters("ingested", "duplicates", "quarantined", "routed", "batches")
         # "nats", "database" and "consumer" are registered by the link, the probe and the

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 
 from services.common import db
 from services.common.health import CheckResult, HealthState
-from services.common.messaging import ByteBudget, NatsLink, ensure_stream, settle
+from services.common.messaging import ByteBudget, NatsLink, PullConsumer, ensure_stream, settle
 from services.common.messaging.lean import LeanPullConsumer, Pulled
 from services.common.retry import Attempts
 from services.ingest_iot.config import IngestConfig
@@ -59,11 +59,15 @@ END_OF_FETCH: list[Pulled] = []
 
 
 class IngestPipeline:
-    def __init__(self, config: IngestConfig, health: HealthState, nats_link: NatsLink) -> None:
+    def __init__(
+        self, config: IngestConfig, health: HealthState, nats_link: NatsLink,
+        consumer_class: type[PullConsumer] = LeanPullConsumer,
+    ) -> None:
         self._config = config
         self._health = health
         self._nats = nats_link
-        self._consumer = LeanPullConsumer(
+        # The bench swaps in nats-py's fetch path (PullConsumer) to compare the two.
+        self._consumer = consumer_class(
             nats_link, health, config.telemetry_stream, config.durable,
             ack_wait=config.ack_wait, max_ack_pending=config.max_ack_pending,
             also_ensure=(config.routes_stream,),  # we publish into it; route_delivery consumes

@@ -10,7 +10,8 @@ Modules, one concern each:
   prober       probe traffic at a multiple of the chart's default kubelet rate
   jetstream    readings published once, replayed through a recreated durable consumer
   throughput   ingest runs, reference runs and component runs; rates from committed rows
-  consumers    the reference consumers: fetch-and-ack ceiling, one-INSERT writer
+  consumers    the reference consumers: lean and nats-py ceilings, one-INSERT writer
+  fetch_ingest ingest_iot on nats-py's fetch path, the comparison run beside the service
   cpu          CPU time of process trees and of the machine, from /proc
   faults       detection and recovery of NATS killed / frozen and PostgreSQL killed
   memory       resident set size and its peak, from /proc

@@ -19,8 +19,9 @@ DOC = REPO_ROOT / "docs" / "benchmarks.md"
 DESCRIPTION = """\
 Starts the real stack (durable PostgreSQL, NATS JetStream, the five services) and measures
 probe latency idle and under full ingest load against a bare aiohttp baseline, ingest
-throughput with and without probe traffic against a one-INSERT writer and the raw
-fetch-and-ack ceiling, detection and recovery of dependency faults, memory, and the chart's
+throughput with and without probe traffic against the same service on nats-py's fetch, a
+one-INSERT writer and two ceilings (the lean pull loop acking only, nats-py's fetch-and-ack),
+detection and recovery of dependency faults, memory, and the chart's
 render-plus-validation time. Prints the tables with every target marked met or missed."""
 
 

@@ -3,11 +3,15 @@
 ingest_iot's settings (batch size, ack wait, ack-pending limit, payload limit) read from the
 same environment the service gets:
 
-  ceiling     fetch and ack, nothing else: the most a nats-py pull consumer moves;
-  one-insert  one INSERT (its own transaction, autocommit) per message, then that message's
-              ack: the naive writer, with ingest_iot's ack-after-commit guarantee.
+  ceiling        the lean pull loop ingest_iot uses (services.common.messaging.lean), acking
+                 each message and doing nothing else: the most one Python process moves;
+  fetch-ceiling  nats-py's `fetch` and `Msg.ack()`, nothing else: the most a nats-py pull
+                 consumer moves (the ceiling before the lean loop);
+  one-insert     one INSERT (its own transaction, autocommit) per message, then that
+                 message's ack: the naive writer, with ingest_iot's ack-after-commit guarantee.
 
-`python -m iot_tools.bench.consumers {ceiling,one-insert} --durable NAME --messages N`
+`python -m iot_tools.bench.consumers {ceiling,fetch-ceiling,one-insert} --durable NAME
+--messages N`
 prints one JSON line: {"messages": …, "seconds": …, "rate": …}.
 """
 
@@ -29,7 +33,9 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from services.common.config import Env
-from services.common.messaging import TELEMETRY, ensure_pull_consumer, settle
+from services.common.health import HealthState
+from services.common.messaging import TELEMETRY, ByteBudget, NatsLink, ensure_pull_consumer, settle
+from services.common.messaging.lean import LeanPullConsumer
 from services.ingest_iot.config import IngestConfig
 from services.ingest_iot.telemetry import Reading, ReadingLimits, parse_reading
 
@@ -91,9 +97,46 @@ async def consume(
             "rate": (done - first_batch) / seconds if seconds > 0 else 0.0}
 
 
+async def lean_ceiling(config: IngestConfig, durable: str, messages: int) -> dict[str, float]:
+    """The lean loop with ingest_iot's settings (batch, ack wait, ack-pending limit, byte
+    budget), acks only; timed like `consume`."""
+    setup = await nats.connect(config.nats_url)
+    with contextlib.suppress(NotFoundError):
+        await setup.jetstream().delete_consumer(TELEMETRY.name, durable)
+    await setup.close()
+    health = HealthState("ceiling")
+    link = NatsLink(config.nats_url, "bench-ceiling", health)
+    connecting = asyncio.create_task(link.connect())
+    try:
+        consumer = LeanPullConsumer(link, health, TELEMETRY, durable, ack_wait=config.ack_wait,
+                                    max_ack_pending=config.max_ack_pending)
+        budget = ByteBudget(config.max_buffered_bytes)
+        done, first_batch, started = 0, 0, 0.0
+        async for batch in consumer.batches(config.batch_size, budget):
+            if not first_batch:
+                first_batch, started = len(batch), time.monotonic()
+            await _ack_only(batch)
+            budget.give_back(sum(len(message.data) for message in batch))
+            done += len(batch)
+            if done >= messages:
+                break
+        await link.client.flush()
+        seconds = time.monotonic() - started
+        consumer.stop()
+        await consumer.close()
+        await link.jetstream.delete_consumer(TELEMETRY.name, durable)
+    finally:
+        await link.close()
+        connecting.cancel()
+    return {"messages": done, "seconds": seconds,
+            "rate": (done - first_batch) / seconds if seconds > 0 else 0.0}
+
+
 async def _main(kind: str, durable: str, messages: int) -> dict[str, float]:
     config = IngestConfig.from_env(Env())
     if kind == "ceiling":
+        return await lean_ceiling(config, durable, messages)
+    if kind == "fetch-ceiling":
         return await consume(config, durable, messages, _ack_only)
     database = await asyncpg.connect(config.database.url)
     try:
@@ -106,7 +149,7 @@ async def _main(kind: str, durable: str, messages: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m iot_tools.bench.consumers",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=("ceiling", "one-insert"))
+    parser.add_argument("kind", choices=("ceiling", "fetch-ceiling", "one-insert"))
     parser.add_argument("--durable", required=True)
     parser.add_argument("--messages", type=int, required=True)
     args = parser.parse_args(argv)

@@ -70,9 +70,16 @@ def method(results: Results) -> str:
          guarantee without the batching (and with less work per row: no device presence, no
          NOTIFY). Rate read from the rows like ingest_iot's, over
          {s['one_insert_messages']:,} messages;"""),
-        (1, """*fetch-and-ack ceiling*: a process that only fetches and acks (same client,
-         batch size and consumer settings), timed from the first fetch's return to the last ack
-         flushed, the first batch not counted;"""),
+        (1, """*ingest_iot on nats-py fetch*: the same service and pipelined writer with its
+         messages fetched by nats-py (`pull_subscribe().fetch()`, `Msg.ack()`: the pull path
+         before the lean loop), run beside the real service on a durable of its own
+         (`iot_tools.bench.fetch_ingest`), measured like *ingest_iot*;"""),
+        (1, """*lean pull ceiling (ack only)*: a process running ingest_iot's pull loop
+         (`services.common.messaging.lean`, same batch size, byte budget and consumer settings)
+         that only acks each message, timed from the first batch's arrival to the last ack
+         flushed, the first batch not counted: the most one Python process moves;"""),
+        (1, """*nats-py fetch-and-ack ceiling*: the same with nats-py's `fetch()` and
+         `Msg.ack()` (the ceiling before the lean loop), timed the same way;"""),
         (1, """*validation only* and *commit only*: ingest_iot's own code taken apart:
          `parse_reading` over the same payloads, and `commit_batch` of the same rows in the
          same batches, one after the other on one connection, each timed alone. CPU per process

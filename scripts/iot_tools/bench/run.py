@@ -19,8 +19,10 @@ from iot_tools.bench.labels import (
     BARE_LABEL,
     CEILING,
     COMMIT_ONLY,
+    FETCH_CEILING,
     IDLE,
     INGEST,
+    INGEST_FETCH,
     INGEST_PROBED,
     INGEST_SAMPLED,
     LOAD,
@@ -45,10 +47,14 @@ from iot_tools.bench.throughput import (
     validation_run,
 )
 from iot_tools.bench.windows import alternating
+from iot_tools.services import ServiceProcess
 from services.common.config import Env
 from services.ingest_iot.config import IngestConfig
 
 Log = Callable[[str], None]
+# The durable of ingest_iot on nats-py fetch (iot_tools.bench.fetch_ingest), run beside the
+# real service.
+FETCH_DURABLE = "bench-fetch-ingest"
 
 
 def endpoints(stack: Stack) -> list[Endpoint]:
@@ -136,6 +142,26 @@ def _throughput(stack: Stack, settings: Settings, results: Results, log: Log) ->
     results.probe_rate = ProbeTraffic(schedule).rate
     targets = endpoints(stack)
     samplers: list[BackgroundSampler] = []
+    fetch_ingest = ServiceProcess(
+        "ingest_iot-fetch", {**stack.env, "INGEST_DURABLE": FETCH_DURABLE},
+        stack.workdir / "logs", module="iot_tools.bench.fetch_ingest").start()
+    fetch_ingest.wait_ready(60)
+    fetch_consumer = jetstream.ConsumerSettings(FETCH_DURABLE, config.ack_wait,
+                                                config.max_ack_pending)
+    try:
+        _rounds(stack, settings, results, log, payloads=payloads, config=config,
+                consumer=consumer, fetch_consumer=fetch_consumer, schedule=schedule,
+                targets=targets, samplers=samplers)
+    finally:
+        fetch_ingest.stop(timeout=30)
+    for sampler in samplers:
+        _record_latency(results, LOAD, sampler.samples)
+
+
+def _rounds(stack: Stack, settings: Settings, results: Results, log: Log, *,
+            payloads: jetstream.Payloads, config: IngestConfig,
+            consumer: jetstream.ConsumerSettings, fetch_consumer: jetstream.ConsumerSettings,
+            schedule, targets: list[Endpoint], samplers: list[BackgroundSampler]) -> None:
 
     def sampled() -> BackgroundSampler:
         samplers.append(BackgroundSampler(targets, settings.sample_pause))
@@ -164,13 +190,17 @@ def _throughput(stack: Stack, settings: Settings, results: Results, log: Log) ->
         (INGEST_PROBED, lambda: probed_run(done(INGEST_PROBED))),
         (INGEST_SAMPLED, lambda: ingest_run(stack, consumer, INGEST_SAMPLED,
                                             settings.messages, sampled)),
+        (INGEST_FETCH, lambda: ingest_run(stack, fetch_consumer, INGEST_FETCH,
+                                          settings.messages)),
         (ONE_INSERT, lambda: reference_run(stack, "one-insert", settings.one_insert_messages)),
         (CEILING, lambda: reference_run(stack, "ceiling", settings.messages)),
+        (FETCH_CEILING, lambda: reference_run(stack, "fetch-ceiling", settings.messages)),
         (VALIDATION_ONLY, lambda: validation_run(payloads, config.reading_limits)),
         (COMMIT_ONLY, lambda: commit_run(stack, payloads, config)),
     ]
-    log("warm-up: one uncounted ingest run")
+    log("warm-up: one uncounted ingest run of each pull path")
     ingest_run(stack, consumer, "warm-up", settings.messages)
+    ingest_run(stack, fetch_consumer, "warm-up", settings.messages)
     for round_number in range(settings.rounds):
         # Rotate the order so that no variant always runs first or last in a round.
         shift = round_number % len(variants)
@@ -179,8 +209,6 @@ def _throughput(stack: Stack, settings: Settings, results: Results, log: Log) ->
             results.throughput.setdefault(name, []).append(result)
             log(f"round {round_number + 1}/{settings.rounds}: {name}: "
                 f"{result.rate:,.0f} msg/s ({result.messages:,} in {result.wall_seconds:.1f} s)")
-    for sampler in samplers:
-        _record_latency(results, LOAD, sampler.samples)
 
 
 def _faults(stack: Stack, settings: Settings, results: Results, log: Log) -> None:

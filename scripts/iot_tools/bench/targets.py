@@ -8,9 +8,11 @@ import math
 from dataclasses import dataclass
 
 from iot_tools.bench.labels import (
+    BARE_LABEL,
     CEILING,
     IDLE,
     INGEST,
+    INGEST_FETCH,
     LOAD,
     NATS_FROZEN,
     NATS_KILLED,
@@ -46,6 +48,11 @@ def evaluate(results: Results) -> list[Verdict]:
         p99, name = _worst_ready_p99(results, condition)
         verdicts.append(Verdict(f"/ready p99, {condition} (slowest service)",
                                 f"{p99:.2f} ms ({name})", f"≤ {limit:g} ms", p99 <= limit))
+    ingest_ready = results.latency_of(LOAD, f"{INGEST} /ready").p99_ms
+    bare = results.latency_of(LOAD, BARE_LABEL).p99_ms
+    verdicts.append(Verdict("ingest_iot /ready p99 under load ÷ bare aiohttp",
+                            f"{ingest_ready / bare:.1f}x ({ingest_ready:.2f} ÷ {bare:.2f} ms)",
+                            "≤ 2x", ingest_ready <= 2 * bare))
     ingest = results.rate(INGEST)
     cost = 1 - results.probing_ratio()
     verdicts.append(Verdict(
@@ -54,8 +61,11 @@ def evaluate(results: Results) -> list[Verdict]:
     verdicts.append(Verdict("ingest, ack after commit", f"{ingest:,.0f} msg/s",
                             "≥ 20,000 msg/s", ingest >= 20_000))
     share = ingest / results.rate(CEILING)
-    verdicts.append(Verdict("ingest ÷ fetch-and-ack ceiling", f"{share * 100:.0f} %", "≥ 50 %",
+    verdicts.append(Verdict("ingest ÷ lean pull ceiling", f"{share * 100:.0f} %", "≥ 50 %",
                             share >= 0.5))
+    gain = ingest / results.rate(INGEST_FETCH)
+    verdicts.append(Verdict("ingest ÷ ingest on nats-py fetch", f"{gain:.1f}x", "≥ 2x",
+                            gain >= 2))
     factor = ingest / results.rate(ONE_INSERT)
     verdicts.append(Verdict("ingest ÷ one-INSERT writer", f"{factor:.1f}x", "≥ 4x",
                             factor >= 4))

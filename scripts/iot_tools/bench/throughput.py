@@ -128,7 +128,7 @@ def reference_run(stack: Stack, kind: str, messages: int) -> RunResult:
     if process.returncode != 0:
         raise BenchError(f"{kind} consumer failed:\n{process.stderr[-3000:]}")
     reported = json.loads(process.stdout)
-    if kind == "ceiling":
+    if kind in ("ceiling", "fetch-ceiling"):
         return RunResult(kind, int(reported["messages"]), float(reported["rate"]), wall)
     # Measured like ingest_iot's: from the rows.
     return RunResult(kind, messages, steady_rate(_committed(stack, kind, messages)), wall)

@@ -14,6 +14,7 @@ from datetime import datetime
 
 import nats
 from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from iot_tools.feed import encode, reading
@@ -60,14 +61,22 @@ class ConsumerSettings:
 
 async def _recreate(nats_url: str, consumer: ConsumerSettings) -> None:
     async with _jetstream(nats_url) as js:
-        with contextlib.suppress(NotFoundError):
-            await js.delete_consumer(TELEMETRY.name, consumer.durable)
-        # The services' own definition (same code path as ingest_iot), so a replay differs
-        # from a live consumer only in starting again from the first message.
-        subscription = await ensure_pull_consumer(
-            js, TELEMETRY, consumer.durable, ack_wait=consumer.ack_wait,
-            max_ack_pending=consumer.max_ack_pending)
-        await subscription.unsubscribe()
+        # The service heals a deleted durable at once (re-created after its ack floor, the
+        # end of the stream): when it wins the race, delete again until ours is the one.
+        for _attempt in range(20):
+            with contextlib.suppress(NotFoundError):
+                await js.delete_consumer(TELEMETRY.name, consumer.durable)
+            # The services' own definition (same code path as ingest_iot), so a replay
+            # differs from a live consumer only in starting again from the first message.
+            subscription = await ensure_pull_consumer(
+                js, TELEMETRY, consumer.durable, ack_wait=consumer.ack_wait,
+                max_ack_pending=consumer.max_ack_pending)
+            await subscription.unsubscribe()
+            info = await js.consumer_info(TELEMETRY.name, consumer.durable)
+            if info.config.deliver_policy == DeliverPolicy.ALL:
+                return
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"could not replay {consumer.durable}: its service keeps re-creating it")
 
 
 def replay(nats_url: str, consumer: ConsumerSettings) -> None:

@@ -48,11 +48,12 @@ def profile(messages: int, runs: int) -> tuple[pstats.Stats, Path]:
 
 # Where a function's own time is filed, first match wins (path fragments).
 AREAS = (
+    ("messaging/lean", "lean pull loop (services/common/messaging/lean.py)"),
     ("/nats/", "NATS client (nats-py)"),
     ("/asyncpg/", "PostgreSQL client (asyncpg)"),
     ("ingest_iot/telemetry", "validation (services/ingest_iot/telemetry.py)"),
     ("/json/", "json (stdlib, called by validation and the NATS client)"),
-    ("uuid", "uuid (stdlib, one per message in nats-py's next_msg)"),
+    ("uuid", "uuid (stdlib, nats-py's next_msg: the fetch path only)"),
     ("asyncio", "asyncio machinery (tasks, queues, wait_for)"),
     ("/services/", "services code (pipeline, store, health kit)"),
     ("~", "C built-ins (regex, len, urandom, socket calls, ...)"),

@@ -129,6 +129,12 @@ def _rss(stack: Stack) -> dict[str, Rss]:
 
 def _throughput(stack: Stack, settings: Settings, results: Results, log: Log) -> None:
     assert stack.nats is not None
+    # Started before the readings are published, like the real service: its durable takes
+    # them in as they come, and each run then replays them.
+    fetch_ingest = ServiceProcess(
+        "ingest_iot-fetch", {**stack.env, "INGEST_DURABLE": FETCH_DURABLE},
+        stack.workdir / "logs", module="iot_tools.bench.fetch_ingest").start()
+    fetch_ingest.wait_ready(60)
     # Recent readings: ops_worker prunes telemetry older than its retention.
     epoch = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     payloads = jetstream.readings(settings.messages, settings.devices, epoch)
@@ -142,10 +148,6 @@ def _throughput(stack: Stack, settings: Settings, results: Results, log: Log) ->
     results.probe_rate = ProbeTraffic(schedule).rate
     targets = endpoints(stack)
     samplers: list[BackgroundSampler] = []
-    fetch_ingest = ServiceProcess(
-        "ingest_iot-fetch", {**stack.env, "INGEST_DURABLE": FETCH_DURABLE},
-        stack.workdir / "logs", module="iot_tools.bench.fetch_ingest").start()
-    fetch_ingest.wait_ready(60)
     fetch_consumer = jetstream.ConsumerSettings(FETCH_DURABLE, config.ack_wait,
                                                 config.max_ack_pending)
     try:

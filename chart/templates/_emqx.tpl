@@ -74,11 +74,9 @@ data:
     {{- end }}
 {{- end }}
 {{- if eq $object "Deployment" }}
-{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" 1) $ctx) }}
-      annotations:
-        checksum/config: {{ .bridgeToNats | toJson | sha256sum }}
+{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" 1 "key" "emqx" "values" . "annotations" (dict "checksum/config" (.bridgeToNats | toJson | sha256sum))) $ctx) }}
     spec:
-      {{- include "iot.thirdParty.podFields" (dict "root" $root "key" "emqx" "values" .) | nindent 6 }}
+      {{- include "iot.thirdParty.podFields" (merge (dict "key" "emqx" "values" .) $ctx) | nindent 6 }}
       containers:
         - name: emqx
           {{- include "iot.thirdParty.containerFields" (dict "root" $root "key" "emqx" "values" .) | nindent 10 }}

@@ -19,13 +19,17 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
-{{/* The standard labels of every object. Args: root, component, version (the image tag). */}}
+{{/*
+The standard labels of every object, then global.commonLabels. Args: root, component, version
+(the image tag).
+*/}}
 {{- define "iot.labels" -}}
 {{ include "iot.selectorLabels" . }}
 app.kubernetes.io/version: {{ .version | quote }}
 app.kubernetes.io/part-of: {{ .root.Chart.Name }}
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- include "iot.metadata.commonLabels" .root }}
 {{- end -}}
 
 {{/* Pod-level security context from a component's securityContext values. */}}
@@ -66,25 +70,29 @@ Args: where (values path of the grace period), grace, needed (seconds), why (wha
 
 {{/*
 Fields shared by the pod spec of every third-party workload: no service-account token, the pod
-security context, and a grace period checked against the preStop delay. Args: root, key, values.
+security context, and a grace period checked against the preStop delay (one replica: no default
+spread). Args: root, component, key, values.
 */}}
 {{- define "iot.thirdParty.podFields" -}}
 {{- include "iot.guard.gracePeriod" (dict "where" (printf "%s.terminationGracePeriodSeconds" .key) "grace" .values.terminationGracePeriodSeconds "needed" (add .values.preStopSleepSeconds (include "iot.graceMargin" .)) "why" (printf "%s.preStopSleepSeconds + %s s margin" .key (include "iot.graceMargin" .))) -}}
-{{ include "iot.pod.fields" (dict "root" .root "grace" .values.terminationGracePeriodSeconds "securityContext" .values.securityContext) }}
+{{ include "iot.pod.fields" (dict "root" .root "component" .component "key" .key "values" .values "maxReplicas" 1 "grace" .values.terminationGracePeriodSeconds "securityContext" .values.securityContext) }}
 {{- end -}}
 
 {{/*
 Pod spec fields of every workload: no service-account token (nothing here talks to the API
-server), no service links, the image pull secrets, the grace period and the pod security context.
-Args: root, grace, securityContext.
+server), no service links, the ServiceAccount, the image pull secrets, the grace period, the
+scheduling fields (_scheduling.tpl) and the pod security context (the hardened default from
+`securityContext`, merged with the podSecurityContext values). Args: root, component, key,
+values (the component's values), maxReplicas, grace, securityContext.
 */}}
 {{- define "iot.pod.fields" -}}
+serviceAccountName: {{ include "iot.serviceAccountName" .root }}
 automountServiceAccountToken: false
 enableServiceLinks: false
 {{- include "iot.imagePullSecrets" . }}
 terminationGracePeriodSeconds: {{ .grace }}
-securityContext:
-  {{- include "iot.podSecurityContext" .securityContext | nindent 2 }}
+{{- include "iot.scheduling.fields" . }}
+{{ include "iot.securityContext.pod" (dict "root" .root "values" .values "base" .securityContext) }}
 {{- end -}}
 
 {{/*
@@ -93,34 +101,13 @@ a preStop sleep that lets endpoints drop the pod first. Args: root, key, values.
 */}}
 {{- define "iot.thirdParty.containerFields" -}}
 {{ include "iot.imageFields" (include "iot.image" (dict "root" .root "image" .values.image "where" (printf "%s.image" .key)) | fromJson) }}
-securityContext:
-  {{- include "iot.containerSecurityContext" .values.securityContext | nindent 2 }}
+{{ include "iot.securityContext.container" (dict "root" .root "values" .values "base" .values.securityContext) }}
 resources:
   {{- toYaml .values.resources | nindent 2 }}
 lifecycle:
   preStop:
     sleep:
       seconds: {{ .values.preStopSleepSeconds }}
-{{- end -}}
-
-{{/*
-A PodDisruptionBudget (maxUnavailable 1) for a component that runs more than one replica;
-nothing otherwise. Args: root, component, version, replicas.
-*/}}
-{{- define "iot.pdb" -}}
-{{- if gt (int .replicas) 1 }}
-apiVersion: policy/v1
-kind: PodDisruptionBudget
-metadata:
-  name: {{ include "iot.componentName" . }}
-  labels:
-    {{- include "iot.labels" . | nindent 4 }}
-spec:
-  maxUnavailable: 1
-  selector:
-    matchLabels:
-      {{- include "iot.selectorLabels" . | nindent 6 }}
-{{- end }}
 {{- end -}}
 
 {{/* A ClusterIP Service. Args: root, component, version, ports (list of {name, port, targetPort}). */}}
@@ -145,10 +132,12 @@ spec:
 {{- end -}}
 
 {{/*
-The head of a Deployment or StatefulSet, down to its pod template's labels: names, labels, a
-rollout that keeps serving capacity (Deployments: maxUnavailable 0, maxSurge 1, so readiness
-gates progress), selector. The caller goes on with `      annotations:` or `    spec:`.
-Args: root, component, version, kind, replicas.
+The head of a Deployment or StatefulSet, down to its pod template's metadata: names, labels,
+replicas (none when an autoscaler sets them), the rollout from the component's `strategy` /
+`updateStrategy` values (_autoscaling.tpl), selector, pod labels and annotations
+(iot.pod.metadata). The caller goes on with `    spec:`.
+Args: root, component, version, kind, replicas, key, values (the component's values),
+annotations (optional: the chart's own pod annotations, e.g. checksums).
 */}}
 {{- define "iot.workload.header" -}}
 apiVersion: apps/v1
@@ -158,24 +147,18 @@ metadata:
   labels:
     {{- include "iot.labels" . | nindent 4 }}
 spec:
+  {{- if not (include "iot.autoscaling.enabled" .) }}
   replicas: {{ .replicas }}
-  revisionHistoryLimit: 5
-  {{- if eq .kind "Deployment" }}
-  strategy:
-    type: RollingUpdate
-    rollingUpdate:
-      maxUnavailable: 0
-      maxSurge: 1
-  {{- else }}
-  serviceName: {{ include "iot.componentName" . }}
-  updateStrategy:
-    type: RollingUpdate
   {{- end }}
+  revisionHistoryLimit: 5
+  {{- if eq .kind "StatefulSet" }}
+  serviceName: {{ include "iot.componentName" . }}
+  {{- end }}
+  {{- include "iot.rollout.strategy" . | nindent 2 }}
   selector:
     matchLabels:
       {{- include "iot.selectorLabels" . | nindent 6 }}
   template:
     metadata:
-      labels:
-        {{- include "iot.labels" . | nindent 8 }}
+      {{- include "iot.pod.metadata" . | nindent 6 }}
 {{- end -}}

@@ -24,9 +24,9 @@ data:
   {{ .admin.existingSecretKey }}: {{ include "iot.secret.value" (dict "root" $root "name" $adminSecret "key" .admin.existingSecretKey "given" .admin.password) }}
 {{- end }}
 {{- if eq $object "Deployment" }}
-{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" 1) $ctx) }}
+{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" 1 "key" "keycloak" "values" .) $ctx) }}
     spec:
-      {{- include "iot.thirdParty.podFields" (dict "root" $root "key" "keycloak" "values" .) | nindent 6 }}
+      {{- include "iot.thirdParty.podFields" (merge (dict "key" "keycloak" "values" .) $ctx) | nindent 6 }}
       containers:
         - name: keycloak
           {{- include "iot.thirdParty.containerFields" (dict "root" $root "key" "keycloak" "values" .) | nindent 10 }}

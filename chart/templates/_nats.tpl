@@ -40,12 +40,10 @@ data:
     {{- end }}
 {{- end }}
 {{- if eq $object "StatefulSet" }}
-{{ include "iot.workload.header" (merge (dict "kind" "StatefulSet" "replicas" 1) $ctx) }}
-      annotations:
-        {{- /* stream limits are not in nats.conf (the services apply them): no restart for them */}}
-        checksum/config: {{ dict "jetstream" (omit .jetstream "streams") "mqtt" .mqtt | toJson | sha256sum }}
+{{- /* stream limits are not in nats.conf (the services apply them): no restart for them */}}
+{{ include "iot.workload.header" (merge (dict "kind" "StatefulSet" "replicas" 1 "key" "nats" "values" . "annotations" (dict "checksum/config" (dict "jetstream" (omit .jetstream "streams") "mqtt" .mqtt | toJson | sha256sum))) $ctx) }}
     spec:
-      {{- include "iot.thirdParty.podFields" (dict "root" $root "key" "nats" "values" .) | nindent 6 }}
+      {{- include "iot.thirdParty.podFields" (merge (dict "key" "nats" "values" .) $ctx) | nindent 6 }}
       containers:
         - name: nats
           {{- include "iot.thirdParty.containerFields" (dict "root" $root "key" "nats" "values" .) | nindent 10 }}

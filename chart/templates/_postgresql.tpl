@@ -41,9 +41,9 @@ data:
     {{- end }}
 {{- end }}
 {{- if eq $object "StatefulSet" }}
-{{ include "iot.workload.header" (merge (dict "kind" "StatefulSet" "replicas" 1) $ctx) }}
+{{ include "iot.workload.header" (merge (dict "kind" "StatefulSet" "replicas" 1 "key" "postgresql" "values" .) $ctx) }}
     spec:
-      {{- include "iot.thirdParty.podFields" (dict "root" $root "key" "postgresql" "values" .) | nindent 6 }}
+      {{- include "iot.thirdParty.podFields" (merge (dict "key" "postgresql" "values" .) $ctx) | nindent 6 }}
       containers:
         - name: postgresql
           {{- include "iot.thirdParty.containerFields" (dict "root" $root "key" "postgresql" "values" .) | nindent 10 }}

@@ -104,7 +104,7 @@ itself) needs the other half. Args: values (ingest's values), default (the code'
 
 {{/*
 One object of one service: its Deployment, its PodDisruptionBudget (only with more than one
-replica) or its Service (only uiIot has one: nothing outside the other pods talks to them).
+replica), its HorizontalPodAutoscaler (ingest, uiIot, routeDelivery, when on) or its Service (only uiIot has one: nothing outside the other pods talks to them).
 Every object has a template file of its own (Helm 4 keeps a blank line inside multi-document
 template files). Args: root, key (values key), object (kind).
 */}}
@@ -124,9 +124,9 @@ template files). Args: root, key (values key), object (kind).
 {{- $margin := include "iot.graceMargin" . | int -}}
 {{- include "iot.guard.gracePeriod" (dict "where" "services.terminationGracePeriodSeconds" "grace" $svc.terminationGracePeriodSeconds "needed" (add $svc.drainDelaySeconds $svc.shutdownTimeoutSeconds $margin) "why" (printf "services.drainDelaySeconds + services.shutdownTimeoutSeconds + %d s margin" $margin)) -}}
 {{- if eq .object "Deployment" }}
-{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" $values.replicas) $ctx) }}
+{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" $values.replicas "key" $key "values" $values) $ctx) }}
     spec:
-      {{- include "iot.pod.fields" (dict "root" $root "grace" $svc.terminationGracePeriodSeconds "securityContext" $svc.securityContext) | nindent 6 }}
+      {{- include "iot.pod.fields" (merge (dict "key" $key "values" $values "maxReplicas" (include "iot.autoscaling.maxReplicas" (dict "values" $values)) "grace" $svc.terminationGracePeriodSeconds "securityContext" $svc.securityContext) $ctx) | nindent 6 }}
       initContainers:
         - name: migrate
           {{- include "iot.imageFields" $image | nindent 10 }}
@@ -135,8 +135,7 @@ template files). Args: root, key (values key), object (kind).
             {{- include "iot.services.baseEnv" . | nindent 12 }}
             - name: MIGRATE_WAIT_SECONDS
               value: {{ $svc.migrate.waitSeconds | quote }}
-          securityContext:
-            {{- include "iot.containerSecurityContext" $svc.securityContext | nindent 12 }}
+          {{- include "iot.securityContext.container" (dict "root" $root "values" $values "base" $svc.securityContext) | nindent 10 }}
           resources:
             {{- toYaml $svc.migrate.resources | nindent 12 }}
           volumeMounts:
@@ -151,8 +150,7 @@ template files). Args: root, key (values key), object (kind).
           env:
             {{- include "iot.services.env" (dict "root" $root "entry" $entry "values" $values) | nindent 12 }}
           {{- include "iot.probes.render" (dict "root" $root "key" $key "probes" $values.probes "ports" $ports) | nindent 10 }}
-          securityContext:
-            {{- include "iot.containerSecurityContext" $svc.securityContext | nindent 12 }}
+          {{- include "iot.securityContext.container" (dict "root" $root "values" $values "base" $svc.securityContext) | nindent 10 }}
           resources:
             {{- toYaml $values.resources | nindent 12 }}
           volumeMounts:
@@ -163,7 +161,9 @@ template files). Args: root, key (values key), object (kind).
           emptyDir:
             sizeLimit: 64Mi
 {{- else if eq .object "PodDisruptionBudget" }}
-{{- include "iot.pdb" (merge (dict "replicas" $values.replicas) $ctx) }}
+{{- include "iot.pdb" (merge (dict "key" $key "values" $values) $ctx) }}
+{{- else if eq .object "HorizontalPodAutoscaler" }}
+{{- include "iot.autoscaling.hpa" (merge (dict "key" $key "values" $values) $ctx) }}
 {{- else if and (eq .object "Service") $values.service }}
 {{- include "iot.service" (merge (dict "ports" (list (dict "name" "http" "port" $values.service.port "targetPort" "health"))) $ctx) }}
 {{- end }}

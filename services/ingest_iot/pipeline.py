@@ -207,7 +207,10 @@ class IngestPipeline:
         if routed:
             await self._fan_out.run(lambda: self._publish_routes(routed),
                                     on_failure=self._routes_stream_in_doubt)
-        await settle(batch, lambda message: message.ack())
+        for start in range(0, len(batch), VALIDATION_SLICE):
+            if start:
+                await asyncio.sleep(0)  # 500 acks in a row would hold the loop for ms
+            await settle(batch[start:start + VALIDATION_SLICE], lambda message: message.ack())
         self._health.count("batches")
 
     async def _store(self, entries: list[Entry]) -> CommitResult:

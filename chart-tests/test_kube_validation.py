@@ -43,6 +43,48 @@ def test_variant_render_validates_strictly(render, kube_validate, version):
     assert errors == []
 
 
+# Scheduling, pod metadata, security-context overrides, autoscaling and disruption knobs
+# (test_scheduling.py, test_autoscaling.py).
+SCHEDULING_AND_AUTOSCALING = (
+    "global.nodeSelector.pool=iot",
+    "global.tolerations[0].key=dedicated",
+    "global.tolerations[0].operator=Exists",
+    "global.tolerations[0].effect=NoSchedule",
+    "keycloak.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0]"
+    ".weight=10",
+    "keycloak.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0]"
+    ".podAffinityTerm.topologyKey=kubernetes.io/hostname",
+    "global.topologySpreadConstraints[0].maxSkew=1",
+    "global.topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone",
+    "global.topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+    "nats.priorityClassName=iot-critical",
+    "global.podAnnotations.owner=platform",
+    "global.podLabels.team=iot",
+    "global.commonLabels.cost-center=iot-42",
+    "serviceAccount.create=true",
+    "global.podSecurityContext.runAsUser=null",
+    "global.podSecurityContext.fsGroup=null",
+    "global.containerSecurityContext.runAsUser=null",
+    "postgresql.resources.limits.cpu=null",
+    "ingest.autoscaling.enabled=true",
+    "ingest.autoscaling.targetMemoryUtilizationPercentage=70",
+    "uiIot.autoscaling.enabled=true",
+    "uiIot.autoscaling.behavior.scaleDown.stabilizationWindowSeconds=300",
+    "routeDelivery.pdb.minAvailable=50%",
+    "routeDelivery.pdb.maxUnavailable=null",
+    "keycloak.strategy.type=Recreate",
+    "nats.updateStrategy.rollingUpdate.partition=0",
+)
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_scheduling_and_autoscaling_render_validates_strictly(render, kube_validate, version):
+    docs = render(*SCHEDULING_AND_AUTOSCALING)
+    assert {"HorizontalPodAutoscaler", "ServiceAccount"} <= {doc["kind"] for doc in docs}
+    errors = [error for doc in docs for error in kube_validate(doc, version)]
+    assert errors == []
+
+
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
 def test_strict_validation_rejects_an_unknown_field(default_renders, kube_validate, version):
     """Control: the validator really is strict, so the two tests above mean something."""

@@ -29,6 +29,27 @@ VARIANT = (
     "routeDelivery.extraEnv[0].value=one",
 )
 
+# Existing NATS and PostgreSQL with logins and CAs from Secrets; a mirror with pull secrets and
+# digests (test_external_services.py, test_images.py).
+EXTERNAL_AND_MIRROR = (
+    "nats.enabled=false",
+    "externalNats.url=tls://nats.messaging.svc:4222",
+    "externalNats.auth.existingSecret=nats-login",
+    "externalNats.tls.caSecret=nats-ca",
+    "externalNats.mqtt.tls=true",
+    "postgresql.enabled=false",
+    "externalDatabase.host=db.example",
+    "externalDatabase.username=iot",
+    "externalDatabase.database=iot",
+    "externalDatabase.existingSecret=iot-db",
+    "externalDatabase.sslmode=verify-full",
+    "externalDatabase.tls.caSecret=db-ca",
+    "global.imageRegistry=registry.corp.example:5000/mirror",
+    "global.imagePullSecrets={regcred}",
+    "services.image.digest=sha256:" + "ab" * 32,
+    "keycloak.image.digest=sha256:" + "cd" * 32,
+)
+
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
 def test_default_render_validates_strictly(default_renders, kube_validate, version):
@@ -39,6 +60,13 @@ def test_default_render_validates_strictly(default_renders, kube_validate, versi
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
 def test_variant_render_validates_strictly(render, kube_validate, version):
     docs = render(*VARIANT)
+    errors = [error for doc in docs for error in kube_validate(doc, version)]
+    assert errors == []
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_external_services_and_mirror_render_validates_strictly(render, kube_validate, version):
+    docs = render(*EXTERNAL_AND_MIRROR)
     errors = [error for doc in docs for error in kube_validate(doc, version)]
     assert errors == []
 

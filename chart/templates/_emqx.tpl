@@ -11,8 +11,14 @@ template files, so every object has a template file of its own). Args: root, obj
 {{- $ctx := dict "root" $root "component" "emqx" "version" .image.tag }}
 {{- $name := include "iot.componentName" $ctx }}
 {{- $ports := list (dict "name" "mqtt" "containerPort" 1883 "protocol" "TCP") (dict "name" "dashboard" "containerPort" 18083 "protocol" "TCP") }}
-{{- if and .bridgeToNats.enabled (not (and $root.Values.nats.enabled $root.Values.nats.mqtt.enabled)) }}
+{{- $nats := dict "caSecret" "" "userSecret" "" }}
+{{- if .bridgeToNats.enabled }}
+{{- $nats = include "iot.nats" $root | fromJson }}
+{{- if and (not $nats.mqttPort) $root.Values.nats.enabled }}
 {{- fail "emqx.bridgeToNats.enabled needs NATS's MQTT listener: set nats.enabled=true and nats.mqtt.enabled=true, or emqx.bridgeToNats.enabled=false" }}
+{{- else if not $nats.mqttPort }}
+{{- fail "emqx.bridgeToNats.enabled needs the MQTT listener of the external NATS, but externalNats.mqtt.port is 0: set externalNats.mqtt.port (and externalNats.mqtt.host when it is not the host of externalNats.url), or emqx.bridgeToNats.enabled=false" }}
+{{- end }}
 {{- end }}
 {{- $secret := .auth.existingSecret | default $name }}
 {{- if and (eq $object "Secret") (not .auth.existingSecret) }}
@@ -54,9 +60,20 @@ data:
     {{- if .bridgeToNats.enabled }}
     # Forward {{ .bridgeToNats.topic }} to NATS's MQTT listener (MQTT 3.1.1 = proto_ver v4).
     connectors.mqtt.nats {
-      server = "{{ include "iot.componentName" (dict "root" $root "component" "nats") }}:{{ $root.Values.nats.mqtt.port }}"
+      server = "{{ $nats.mqttHost }}:{{ $nats.mqttPort }}"
       proto_ver = "v4"
       pool_size = 4
+      {{- if $nats.userSecret }}
+      # username and password: EMQX_CONNECTORS__MQTT__NATS__USERNAME/PASSWORD, from the Secret.
+      {{- end }}
+      {{- if $nats.mqttTls }}
+      ssl {
+        enable = true
+        verify = verify_peer
+        cacertfile = "/opt/emqx/etc/nats-ca/ca.crt"
+        server_name_indication = "{{ $nats.mqttHost }}"
+      }
+      {{- end }}
     }
     actions.mqtt.telemetry_to_nats {
       connector = nats
@@ -101,6 +118,19 @@ data:
                 secretKeyRef:
                   name: {{ $secret }}
                   key: dashboard-password
+            {{- if $nats.userSecret }}
+            # The bridge's login to the external NATS's MQTT listener (externalNats.auth).
+            - name: EMQX_CONNECTORS__MQTT__NATS__USERNAME
+              valueFrom:
+                secretKeyRef:
+                  name: {{ $nats.userSecret }}
+                  key: {{ $nats.userKey }}
+            - name: EMQX_CONNECTORS__MQTT__NATS__PASSWORD
+              valueFrom:
+                secretKeyRef:
+                  name: {{ $nats.userSecret }}
+                  key: {{ $nats.passwordKey }}
+            {{- end }}
           {{- include "iot.probes.render" (dict "root" $root "key" "emqx" "probes" .probes "ports" $ports) | nindent 10 }}
           volumeMounts:
             - name: config
@@ -113,6 +143,11 @@ data:
               mountPath: /opt/emqx/log
             - name: tmp
               mountPath: /tmp
+            {{- if $nats.mqttTls }}
+            - name: nats-ca
+              mountPath: /opt/emqx/etc/nats-ca
+              readOnly: true
+            {{- end }}
       volumes:
         - name: config
           configMap:
@@ -125,6 +160,14 @@ data:
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
+        {{- if $nats.mqttTls }}
+        - name: nats-ca
+          secret:
+            secretName: {{ $nats.caSecret }}
+            items:
+              - key: {{ $nats.caKey }}
+                path: ca.crt
+        {{- end }}
 {{- end }}
 {{- if eq $object "Service" }}
 {{ include "iot.service" (merge (dict "ports" (list (dict "name" "mqtt" "port" .service.port "targetPort" "mqtt"))) $ctx) }}

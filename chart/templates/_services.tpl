@@ -20,6 +20,7 @@ JetStream streams they create (their limits are rendered into them, see _streams
 {{/* Environment of every service process and of its `migrate` init container. Args: root. */}}
 {{- define "iot.services.baseEnv" -}}
 {{ include "iot.database.env" . }}
+{{- include "iot.database.tlsEnv" . }}
 - name: LOG_LEVEL
   value: {{ .root.Values.services.logLevel | quote }}
 {{- end -}}
@@ -40,8 +41,7 @@ The environment of one service's main container that the chart derives from its 
 - name: WORKER_STALL_SECONDS
   value: {{ $svc.workerStallSeconds | quote }}
 {{- if .entry.nats }}
-- name: NATS_URL
-  value: {{ printf "nats://%s:%d" (include "iot.componentName" (dict "root" .root "component" "nats")) (int .root.Values.nats.service.port) | quote }}
+{{ include "iot.nats.env" . }}
 {{- end }}
 {{- with .entry.streams }}
 {{- include "iot.streams.env" (dict "root" $.root "streams" .) }}
@@ -50,7 +50,7 @@ The environment of one service's main container that the chart derives from its 
 
 {{/* Values paths of the chart-derived variables a user would otherwise try to set through `env`. */}}
 {{- define "iot.services.envSources" -}}
-{{- dict "DRAIN_DELAY_SECONDS" "services.drainDelaySeconds" "SHUTDOWN_TIMEOUT_SECONDS" "services.shutdownTimeoutSeconds" "WORKER_STALL_SECONDS" "services.workerStallSeconds" "LOG_LEVEL" "services.logLevel" "TELEMETRY_MAX_BYTES" "nats.jetstream.streams.telemetry.maxBytes" "TELEMETRY_MAX_AGE_SECONDS" "nats.jetstream.streams.telemetry.maxAgeSeconds" "ROUTES_MAX_BYTES" "nats.jetstream.streams.routes.maxBytes" "ROUTES_MAX_AGE_SECONDS" "nats.jetstream.streams.routes.maxAgeSeconds" | toJson -}}
+{{- dict "DRAIN_DELAY_SECONDS" "services.drainDelaySeconds" "SHUTDOWN_TIMEOUT_SECONDS" "services.shutdownTimeoutSeconds" "WORKER_STALL_SECONDS" "services.workerStallSeconds" "LOG_LEVEL" "services.logLevel" "NATS_URL" "nats.enabled or externalNats.url" "NATS_USER" "externalNats.auth.existingSecret" "NATS_PASSWORD" "externalNats.auth.existingSecret" "NATS_TLS_CA_FILE" "externalNats.tls.caSecret" "DATABASE_URL" "postgresql.auth or externalDatabase" "PGPASSWORD" "postgresql.auth or externalDatabase.existingSecret" "PGSSLMODE" "externalDatabase.sslmode" "PGSSLROOTCERT" "externalDatabase.tls.caSecret" "TELEMETRY_MAX_BYTES" "nats.jetstream.streams.telemetry.maxBytes" "TELEMETRY_MAX_AGE_SECONDS" "nats.jetstream.streams.telemetry.maxAgeSeconds" "ROUTES_MAX_BYTES" "nats.jetstream.streams.routes.maxBytes" "ROUTES_MAX_AGE_SECONDS" "nats.jetstream.streams.routes.maxAgeSeconds" | toJson -}}
 {{- end -}}
 
 {{/*
@@ -141,6 +141,9 @@ template files). Args: root, key (values key), object (kind).
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- with include "iot.external.volumeMounts" (dict "root" $root "nats" false) | fromYamlArray }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
       containers:
         - name: {{ $entry.component }}
           {{- include "iot.imageFields" $image | nindent 10 }}
@@ -156,10 +159,16 @@ template files). Args: root, key (values key), object (kind).
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- with include "iot.external.volumeMounts" (dict "root" $root "nats" $entry.nats) | fromYamlArray }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
+        {{- with include "iot.external.volumes" (dict "root" $root "nats" $entry.nats) | fromYamlArray }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
 {{- else if eq .object "PodDisruptionBudget" }}
 {{- include "iot.pdb" (merge (dict "key" $key "values" $values) $ctx) }}
 {{- else if eq .object "HorizontalPodAutoscaler" }}

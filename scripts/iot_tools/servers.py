@@ -74,6 +74,8 @@ class NatsServer:
     process: subprocess.Popen | None = None
     user: str | None = None
     password: str | None = None
+    # (certificate, key) PEM files: the client port then requires TLS.
+    tls: tuple[Path, Path] | None = None
 
     @property
     def url(self) -> str:
@@ -97,6 +99,10 @@ class NatsServer:
         if self.user is not None:
             lines.append(f"authorization {{ user: {json.dumps(self.user)}, "
                          f"password: {json.dumps(self.password or '')} }}")
+        if self.tls is not None:
+            cert, key = self.tls
+            lines.append(f"tls {{ cert_file: {json.dumps(str(cert))}, "
+                         f"key_file: {json.dumps(str(key))} }}")
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self) -> NatsServer:

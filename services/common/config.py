@@ -11,7 +11,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
 from urllib.parse import urlsplit
 
@@ -93,6 +93,27 @@ class Env:
                 return candidate
         raise ConfigError(name, f"must be one of {', '.join(choices)}, got {value!r}")
 
+    def optional(self, name: str) -> str | None:
+        """The value, or None when unset or blank."""
+        return self._raw(name)
+
+    def secret(self, name: str) -> str | None:
+        """A credential exactly as given (no stripping: spaces may be part of it), None when
+        unset or empty. Never echoed in errors."""
+        value = self._environ.get(name)
+        return value if value else None
+
+    def readable_file(self, name: str) -> str | None:
+        """A path that must name a readable file (checked now, not at first use)."""
+        path = self._raw(name)
+        if path is None:
+            return None
+        if not os.path.isfile(path):
+            raise ConfigError(name, f"names no file: {path}")
+        if not os.access(path, os.R_OK):
+            raise ConfigError(name, f"names a file this process cannot read: {path}")
+        return path
+
     def url(self, name: str, schemes: tuple[str, ...], default: str | None = None) -> str:
         value = self.text(name, default)
         try:
@@ -171,18 +192,58 @@ class RuntimeSettings:
         )
 
 
+# libpq's sslmode values; asyncpg reads PGSSLMODE and PGSSLROOTCERT itself, as libpq does.
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
 @dataclass(frozen=True)
 class DatabaseSettings:
     url: str
     check_interval: float
     check_timeout: float
+    # Validated here so a typo fails at start naming the variable; asyncpg applies both from
+    # the environment (a sslmode in DATABASE_URL's query wins over PGSSLMODE).
+    sslmode: str | None = None
+    sslrootcert: str | None = None
 
     @classmethod
     def from_env(cls, env: Env) -> DatabaseSettings:
         interval = env.seconds("DB_CHECK_INTERVAL_SECONDS", 1.0, minimum=0.05, maximum=60)
         timeout = env.seconds("DB_CHECK_TIMEOUT_SECONDS", 1.0, minimum=0.05, maximum=2.5)
+        sslmode = env.optional("PGSSLMODE")
+        if sslmode is not None and sslmode not in SSL_MODES:
+            raise ConfigError("PGSSLMODE",
+                              f"must be one of {', '.join(SSL_MODES)}, got {sslmode!r}")
         return cls(
             url=env.url("DATABASE_URL", ("postgresql", "postgres")),
             check_interval=interval,
             check_timeout=timeout,
+            sslmode=sslmode,
+            sslrootcert=env.readable_file("PGSSLROOTCERT"),
         )
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    """Where NATS is and how to log in: NATS_URL; NATS_USER and NATS_PASSWORD (from a Secret,
+    never in the URL in a deployment); NATS_TLS_CA_FILE, the CA the server's certificate is
+    checked against (TLS itself follows the server, or a tls:// URL)."""
+
+    url: str
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls_ca_file: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Env) -> NatsSettings:
+        url = env.url("NATS_URL", ("nats", "tls"))
+        user = env.optional("NATS_USER")
+        password = env.secret("NATS_PASSWORD")
+        if user is not None and password is None:
+            raise ConfigError("NATS_PASSWORD", "is required when NATS_USER is set")
+        if password is not None and user is None:
+            raise ConfigError("NATS_USER", "is required when NATS_PASSWORD is set")
+        if user is not None and urlsplit(url).username is not None:
+            raise ConfigError("NATS_URL", "carries credentials while NATS_USER is set: use one")
+        return cls(url=url, user=user, password=password,
+                   tls_ca_file=env.readable_file("NATS_TLS_CA_FILE"))

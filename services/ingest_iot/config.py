@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from services.common.config import DatabaseSettings, Env, RuntimeSettings
+from services.common.config import DatabaseSettings, Env, NatsSettings, RuntimeSettings
 
 # Defaults as in services.common.messaging (TELEMETRY_LIMITS, ROUTES_LIMITS) and the chart's
 # nats.jetstream.streams; written out so the README's configuration table can be checked.
@@ -17,7 +17,7 @@ from services.ingest_iot.telemetry import ReadingLimits
 class IngestConfig:
     runtime: RuntimeSettings
     database: DatabaseSettings
-    nats_url: str
+    nats: NatsSettings
     # Rows per database commit (at most).
     batch_size: int
     # A partial batch is committed this long after its first message arrived.
@@ -39,6 +39,10 @@ class IngestConfig:
     routes_limits: StreamLimits
 
     @property
+    def nats_url(self) -> str:
+        return self.nats.url
+
+    @property
     def max_payload_bytes(self) -> int:
         return self.reading_limits.max_payload_bytes
 
@@ -56,7 +60,7 @@ class IngestConfig:
         return cls(
             runtime=RuntimeSettings.from_env(env),
             database=DatabaseSettings.from_env(env),
-            nats_url=env.url("NATS_URL", ("nats", "tls")),
+            nats=NatsSettings.from_env(env),
             batch_size=batch_size,
             flush_interval=env.integer("FLUSH_INTERVAL_MS", 200, minimum=1, maximum=60_000)
             / 1000,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.config import ConfigError, DatabaseSettings, Env, RuntimeSettings
+from services.common.config import (
+    ConfigError,
+    DatabaseSettings,
+    Env,
+    NatsSettings,
+    RuntimeSettings,
+)
 from services.common.messaging import StreamLimits
 
 # Budget of one database step of a delivery (pool acquire plus statement).
@@ -18,7 +24,7 @@ ACK_WAIT_SLACK_SECONDS = 30.0
 class DeliveryConfig:
     runtime: RuntimeSettings
     database: DatabaseSettings
-    nats_url: str
+    nats: NatsSettings
     # Real webhook requests per message before it becomes a dead letter.
     max_attempts: int
     request_timeout: float
@@ -49,7 +55,7 @@ class DeliveryConfig:
         config = cls(
             runtime=runtime,
             database=DatabaseSettings.from_env(env),
-            nats_url=env.url("NATS_URL", ("nats", "tls")),
+            nats=NatsSettings.from_env(env),
             max_attempts=env.integer("MAX_ATTEMPTS", 5, minimum=1, maximum=100),
             request_timeout=env.seconds("REQUEST_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=300),
             retry_backoff=env.seconds("RETRY_BACKOFF_SECONDS", 1.0, minimum=0.01),
@@ -81,6 +87,10 @@ class DeliveryConfig:
             raise ConfigError("DELIVERY_MAX_PENDING",
                               f"must be at least DELIVERY_CONCURRENCY ({config.concurrency})")
         return config
+
+    @property
+    def nats_url(self) -> str:
+        return self.nats.url
 
     @property
     def delivery_budget(self) -> float:

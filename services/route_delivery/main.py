@@ -97,7 +97,7 @@ class RouteDeliveryService:
     def __init__(self, config: DeliveryConfig, health: HealthState) -> None:
         self._config = config
         self._health = health
-        self._nats = NatsLink(config.nats_url, NAME, health)
+        self._nats = NatsLink(config.nats, NAME, health)
         self._database = DatabaseProbe(config.database, health, f"{NAME}-health")
         self._consumer = PullConsumer(
             self._nats, health, routes_stream(config.routes_limits), config.durable,

@@ -8,6 +8,8 @@ from pathlib import Path
 SERVICES_DIR = Path(__file__).resolve().parents[1]
 README = SERVICES_DIR.parent / "README.md"
 ENV_READERS = {"text", "integer", "seconds", "flag", "choice", "url"}
+# Readers of variables with no default (unset: the feature is off).
+OPTIONAL_READERS = {"optional", "secret", "readable_file"}
 CONFIG_SOURCES = {
     "all": SERVICES_DIR / "common" / "config.py",
     "migrate": SERVICES_DIR / "migrate" / "__init__.py",
@@ -27,20 +29,38 @@ def _format_default(node: ast.expr | None) -> str:
     return str(value)
 
 
+def _readers(tree: ast.AST):
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ENV_READERS | OPTIONAL_READERS and node.args
+                and isinstance(node.args[0], ast.Constant)):
+            yield node
+
+
 def variables_in_code() -> dict[str, tuple[set[str], str]]:
-    """variable -> (where it is read, its default as the README writes it)."""
+    """variable -> (where it is read, its default as the README writes it). A settings class
+    of common/config.py that not every service uses (NatsSettings) counts for the services
+    whose config calls its from_env."""
     found: dict[str, tuple[set[str], str]] = {}
-    for user, path in CONFIG_SOURCES.items():
-        for node in ast.walk(ast.parse(path.read_text())):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in ENV_READERS and node.args
-                    and isinstance(node.args[0], ast.Constant)):
-                continue
+    sources = {user: path.read_text() for user, path in CONFIG_SOURCES.items()}
+    for user, source in sources.items():
+        tree = ast.parse(source)
+        scoped = {id(node): cls.name for cls in ast.walk(tree) if isinstance(cls, ast.ClassDef)
+                  and cls.name == "NatsSettings" for node in _readers(cls)}
+        for node in _readers(tree):
             name = node.args[0].value
-            default = node.args[1] if len(node.args) > 1 and node.func.attr != "url" else next(
-                (kw.value for kw in node.keywords if kw.arg == "default"), None)
+            if node.func.attr in OPTIONAL_READERS:
+                default_text = "—"
+            else:
+                default = node.args[1] if len(node.args) > 1 and node.func.attr != "url" else next(
+                    (kw.value for kw in node.keywords if kw.arg == "default"), None)
+                default_text = _format_default(default)
+            readers = {user}
+            if id(node) in scoped:
+                readers = {other for other, text in sources.items()
+                           if f"{scoped[id(node)]}.from_env" in text and other != "all"}
             users, _ = found.get(name, (set(), ""))
-            found[name] = (users | {user}, _format_default(default))
+            found[name] = (users | readers, default_text)
     return found
 
 

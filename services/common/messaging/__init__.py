@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from nats.js.api import (
 )
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 
+from services.common.config import NatsSettings
 from services.common.faults import Fault, classify
 from services.common.health import CheckResult, HealthState
 from services.common.logs import describe_error, redact_url
@@ -52,10 +54,11 @@ class NatsLink:
     """
 
     def __init__(
-        self, url: str, client_name: str, health: HealthState, *,
+        self, nats: NatsSettings | str, client_name: str, health: HealthState, *,
         ping_interval: float = PING_INTERVAL_SECONDS,
     ) -> None:
-        self._url = url
+        self._settings = nats if isinstance(nats, NatsSettings) else NatsSettings(url=nats)
+        self._url = self._settings.url
         self._client_name = client_name
         # Tests lengthen it to show what the pull loop's heartbeats notice by themselves.
         self._ping_interval = ping_interval
@@ -118,6 +121,7 @@ class NatsLink:
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
             "closed_cb": on_closed,
+            **credentials_options(self._settings),
         }
 
     def check(self) -> CheckResult:
@@ -164,6 +168,18 @@ class NatsLink:
         self._outage_reported = False
         log.info("reconnected to NATS")
         self._health.refresh()
+
+
+def credentials_options(settings: NatsSettings) -> dict:
+    """nats-py connect options for the login and the CA of `settings` (none when unset)."""
+    options: dict = {}
+    if settings.user is not None:
+        options["user"] = settings.user
+        options["password"] = settings.password
+    if settings.tls_ca_file is not None:
+        # Read once per client: a rotated CA in the mounted Secret is picked up on reconnect.
+        options["tls"] = ssl.create_default_context(cafile=settings.tls_ca_file)
+    return options
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,11 @@ import pytest
 from iot_tools import helm
 from iot_tools.kube import KUBE_VERSIONS
 
-AUTOSCALABLE = {"ingest": "iot-ingest", "uiIot": "iot-ui-iot", "routeDelivery": "iot-route-delivery"}
+AUTOSCALABLE = {
+    "ingest": "iot-ingest",
+    "uiIot": "iot-ui-iot",
+    "routeDelivery": "iot-route-delivery",
+}
 
 
 def _objects(docs: list[dict], kind: str) -> dict[str, dict]:
@@ -60,7 +64,10 @@ def test_memory_target_alone_when_cpu_target_is_zero(render):
     assert metrics == [
         {
             "type": "Resource",
-            "resource": {"name": "memory", "target": {"type": "Utilization", "averageUtilization": 75}},
+            "resource": {
+                "name": "memory",
+                "target": {"type": "Utilization", "averageUtilization": 75},
+            },
         }
     ]
 
@@ -117,7 +124,9 @@ def test_budget_follows_replicas(render):
 
 
 def test_rollout_bounds_are_settable_per_deployment(render, base_docs, changes):
-    docs = render("ingest.strategy.rollingUpdate.maxSurge=25%", "emqx.strategy.rollingUpdate.maxUnavailable=1")
+    docs = render(
+        "ingest.strategy.rollingUpdate.maxSurge=25%", "emqx.strategy.rollingUpdate.maxUnavailable=1"
+    )
     path = ("spec", "strategy", "rollingUpdate")
     assert changes(base_docs, docs) == {
         ("Deployment", "iot-ingest", *path, "maxSurge"): (1, "25%"),
@@ -126,7 +135,9 @@ def test_rollout_bounds_are_settable_per_deployment(render, base_docs, changes):
 
 
 def test_recreate_drops_the_rolling_update_bounds(render):
-    strategy = _deployment(render("keycloak.strategy.type=Recreate"), "iot-keycloak")["spec"]["strategy"]
+    strategy = _deployment(render("keycloak.strategy.type=Recreate"), "iot-keycloak")["spec"][
+        "strategy"
+    ]
     assert strategy == {"type": "Recreate"}
 
 
@@ -215,20 +226,30 @@ BAD_VALUES = {
     ),
     # chart guards
     "autoscaling-min-above-max": (
-        ["ingest.autoscaling.enabled=true", "ingest.autoscaling.minReplicas=5",
-         "ingest.autoscaling.maxReplicas=3"],
-        ["ingest.autoscaling.minReplicas (5) is above maxReplicas (3)",
-         "lower ingest.autoscaling.minReplicas or raise ingest.autoscaling.maxReplicas"],
+        [
+            "ingest.autoscaling.enabled=true",
+            "ingest.autoscaling.minReplicas=5",
+            "ingest.autoscaling.maxReplicas=3",
+        ],
+        [
+            "ingest.autoscaling.minReplicas (5) is above maxReplicas (3)",
+            "lower ingest.autoscaling.minReplicas or raise ingest.autoscaling.maxReplicas",
+        ],
     ),
     "autoscaling-without-a-target": (
         ["uiIot.autoscaling.enabled=true", "uiIot.autoscaling.targetCPUUtilizationPercentage=0"],
-        ["uiIot.autoscaling has no target",
-         "set uiIot.autoscaling.targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage"],
+        [
+            "uiIot.autoscaling has no target",
+            "set uiIot.autoscaling.targetCPUUtilizationPercentage or "
+            "targetMemoryUtilizationPercentage",
+        ],
     ),
     "pdb-with-both-bounds": (
         ["ingest.pdb.minAvailable=1"],
-        ["ingest.pdb needs exactly one of minAvailable and maxUnavailable (given: both)",
-         "--set ingest.pdb.maxUnavailable=null"],
+        [
+            "ingest.pdb needs exactly one of minAvailable and maxUnavailable (given: both)",
+            "--set ingest.pdb.maxUnavailable=null",
+        ],
     ),
     "pdb-with-neither-bound": (
         ["uiIot.pdb.maxUnavailable=null"],
@@ -236,8 +257,10 @@ BAD_VALUES = {
     ),
     "rollout-that-cannot-progress": (
         ["routeDelivery.strategy.rollingUpdate.maxSurge=0"],
-        ["routeDelivery.strategy.rollingUpdate has maxSurge and maxUnavailable both 0",
-         "raise one of them"],
+        [
+            "routeDelivery.strategy.rollingUpdate has maxSurge and maxUnavailable both 0",
+            "raise one of them",
+        ],
     ),
 }
 

@@ -103,7 +103,9 @@ def test_global_node_selector_reaches_every_pod_and_components_merge_over_it(ren
     )
     pods = _pods(docs)
     for name in WORKLOADS:
-        expected = {"pool": "iot", "disk": "ssd"} if name == "iot-nats" else {"pool": "iot", "zone": "a"}
+        expected = (
+            {"pool": "iot", "disk": "ssd"} if name == "iot-nats" else {"pool": "iot", "zone": "a"}
+        )
         assert pods[name]["nodeSelector"] == expected, name
 
 
@@ -337,7 +339,10 @@ def test_cpu_limit_null_drops_only_that_limit(render, base_docs):
     for name in ("iot-ingest", "iot-nats"):
         main = pods[name]["containers"][0]["resources"]
         assert "cpu" not in main["limits"], name
-        assert main["limits"]["memory"] == before[name]["containers"][0]["resources"]["limits"]["memory"]
+        assert (
+            main["limits"]["memory"]
+            == before[name]["containers"][0]["resources"]["limits"]["memory"]
+        )
         assert main["requests"] == before[name]["containers"][0]["resources"]["requests"]
     assert "cpu" in pods["iot-ui-iot"]["containers"][0]["resources"]["limits"]
 
@@ -417,20 +422,26 @@ BAD_VALUES = {
         ["/keycloak/affinity", "'nodeAfinity' not allowed"],
     ),
     "spread-without-topology-key": (
-        ["uiIot.topologySpreadConstraints[0].maxSkew=1",
-         "uiIot.topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway"],
+        [
+            "uiIot.topologySpreadConstraints[0].maxSkew=1",
+            "uiIot.topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+        ],
         ["/uiIot/topologySpreadConstraints/0", "topologyKey"],
     ),
     "spread-bad-when-unsatisfiable": (
-        ["global.topologySpreadConstraints[0].maxSkew=1",
-         "global.topologySpreadConstraints[0].topologyKey=zone",
-         "global.topologySpreadConstraints[0].whenUnsatisfiable=Maybe"],
+        [
+            "global.topologySpreadConstraints[0].maxSkew=1",
+            "global.topologySpreadConstraints[0].topologyKey=zone",
+            "global.topologySpreadConstraints[0].whenUnsatisfiable=Maybe",
+        ],
         ["/global/topologySpreadConstraints/0/whenUnsatisfiable"],
     ),
     "spread-zero-skew": (
-        ["ingest.topologySpreadConstraints[0].maxSkew=0",
-         "ingest.topologySpreadConstraints[0].topologyKey=zone",
-         "ingest.topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway"],
+        [
+            "ingest.topologySpreadConstraints[0].maxSkew=0",
+            "ingest.topologySpreadConstraints[0].topologyKey=zone",
+            "ingest.topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+        ],
         ["/ingest/topologySpreadConstraints/0/maxSkew", "minimum"],
     ),
     "priority-class-not-a-name": (
@@ -464,7 +475,14 @@ BAD_VALUES = {
     ),
     "pod-label-replaces-a-selector-label": (
         ["ingest.podLabels.app\\.kubernetes\\.io/instance=other"],
-        ["ingest.podLabels (with global.podLabels).app.kubernetes.io/instance is a label the chart"],
+        [
+            "ingest.podLabels.app.kubernetes.io/instance is a label the chart sets itself",
+            "remove it from ingest.podLabels",
+        ],
+    ),
+    "global-pod-label-replaces-a-selector-label": (
+        ["global.podLabels.app\\.kubernetes\\.io/name=other"],
+        ["global.podLabels.app.kubernetes.io/name is a label the chart sets itself"],
     ),
 }
 

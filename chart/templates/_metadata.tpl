@@ -43,8 +43,9 @@ The `labels:` and (when any) `annotations:` of a pod template: the standard labe
 checksums the rollout depends on). Args: root, component, version, key, values, annotations.
 */}}
 {{- define "iot.pod.metadata" -}}
+{{- include "iot.guard.userLabels" (dict "labels" (.root.Values.global | default dict).podLabels "where" "global.podLabels") -}}
+{{- include "iot.guard.userLabels" (dict "labels" .values.podLabels "where" (printf "%s.podLabels" .key)) -}}
 {{- $podLabels := include "iot.metadata.mergedMap" (dict "root" .root "values" .values "name" "podLabels") | fromJson -}}
-{{- include "iot.guard.userLabels" (dict "labels" $podLabels "where" (printf "%s.podLabels (with global.podLabels)" .key)) -}}
 {{- $annotations := include "iot.metadata.mergedMap" (dict "root" .root "values" .values "name" "podAnnotations") | fromJson -}}
 {{- $annotations = merge (deepCopy (.annotations | default dict)) $annotations -}}
 labels:

@@ -59,8 +59,10 @@ FETCH_DURABLE = "bench-fetch-ingest"
 
 def endpoints(stack: Stack) -> list[Endpoint]:
     assert stack.bare is not None
+    # /metrics: a Prometheus scrape, timed like a probe (the same request from a scraper).
     found = [Endpoint(f"{name} {path}", service.port, path)
-             for name, service in stack.services.items() for path in ("/health", "/ready")]
+             for name, service in stack.services.items()
+             for path in ("/health", "/ready", "/metrics")]
     return [*found, Endpoint(BARE_LABEL, stack.bare.port, "/")]
 
 

@@ -7,6 +7,8 @@ out.
 
 from __future__ import annotations
 
+import copy
+
 from iot_tools import helm
 
 
@@ -35,6 +37,13 @@ def test_helm3_and_helm4_render_overrides_byte_identically(fixed_secrets):
 
 def test_helm3_and_helm4_default_renders_differ_only_in_generated_secrets(default_renders):
     def without_secret_data(docs: list[dict]) -> list[dict]:
+        # the Secrets' checksums (test_checksums) hash the generated passwords too
+        docs = copy.deepcopy(docs)
+        for workload in helm.workloads(docs):
+            annotations = workload["spec"]["template"]["metadata"].get("annotations", {})
+            for key in annotations:
+                if key.startswith("checksum/") and key.endswith("-secret"):
+                    annotations[key] = "generated"
         return [
             doc if doc["kind"] != "Secret" else {**doc, "data": sorted(doc["data"])} for doc in docs
         ]

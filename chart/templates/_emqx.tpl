@@ -28,6 +28,7 @@ metadata:
   name: {{ $name }}
   labels:
     {{- include "iot.labels" $ctx | nindent 4 }}
+  {{- include "iot.secret.annotations" . | nindent 2 }}
 type: Opaque
 data:
   node-cookie: {{ include "iot.secret.value" (dict "root" $root "name" $name "key" "node-cookie" "given" .auth.nodeCookie) }}
@@ -57,13 +58,6 @@ data:
         bind = 18083
       }
     }
-    {{- if include "iot.metrics.enabled" $root }}
-    # /api/v5/prometheus/stats on the dashboard port, scraped without credentials (values
-    # `metrics`): counters and gauges only, no configuration and no credentials.
-    prometheus {
-      enable_basic_auth = false
-    }
-    {{- end }}
     {{- if .bridgeToNats.enabled }}
     # Forward {{ .bridgeToNats.topic }} to NATS's MQTT listener (MQTT 3.1.1 = proto_ver v4).
     connectors.mqtt.nats {
@@ -98,7 +92,7 @@ data:
     {{- end }}
 {{- end }}
 {{- if eq $object "Deployment" }}
-{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" 1 "key" "emqx" "values" . "annotations" (dict "checksum/config" (.bridgeToNats | toJson | sha256sum))) $ctx) }}
+{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" 1 "key" "emqx" "values" . "annotations" (include "iot.checksums" (dict "root" $root "objects" (list (dict "name" "emqx-config" "template" "iot.emqx.manifest" "object" "ConfigMap") (dict "name" "emqx-secret" "template" "iot.emqx.manifest" "object" "Secret"))) | fromJson)) $ctx) }}
     spec:
       {{- include "iot.thirdParty.podFields" (merge (dict "key" "emqx" "values" .) $ctx) | nindent 6 }}
       containers:

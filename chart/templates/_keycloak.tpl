@@ -19,12 +19,13 @@ metadata:
   name: {{ $adminSecret }}
   labels:
     {{- include "iot.labels" $ctx | nindent 4 }}
+  {{- include "iot.secret.annotations" . | nindent 2 }}
 type: Opaque
 data:
   {{ .admin.existingSecretKey }}: {{ include "iot.secret.value" (dict "root" $root "name" $adminSecret "key" .admin.existingSecretKey "given" .admin.password) }}
 {{- end }}
 {{- if eq $object "Deployment" }}
-{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" 1 "key" "keycloak" "values" .) $ctx) }}
+{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" 1 "key" "keycloak" "values" . "annotations" (include "iot.checksums" (dict "root" $root "objects" (list (dict "name" "postgresql-secret" "template" "iot.postgresql.manifest" "object" "Secret") (dict "name" "keycloak-secret" "template" "iot.keycloak.manifest" "object" "Secret"))) | fromJson)) $ctx) }}
     spec:
       {{- include "iot.thirdParty.podFields" (merge (dict "key" "keycloak" "values" .) $ctx) | nindent 6 }}
       containers:
@@ -36,11 +37,6 @@ data:
           env:
             - name: KC_HEALTH_ENABLED
               value: "true"
-            {{- if include "iot.metrics.enabled" $root }}
-            # Prometheus metrics on the management port (9000) at /metrics (values `metrics`).
-            - name: KC_METRICS_ENABLED
-              value: "true"
-            {{- end }}
             - name: KC_HTTP_ENABLED
               value: "true"
             - name: KC_HTTP_PORT

@@ -41,7 +41,7 @@ data:
 {{- end }}
 {{- if eq $object "StatefulSet" }}
 {{- /* stream limits are not in nats.conf (the services apply them): no restart for them */}}
-{{ include "iot.workload.header" (merge (dict "kind" "StatefulSet" "replicas" 1 "key" "nats" "values" . "annotations" (dict "checksum/config" (dict "jetstream" (omit .jetstream "streams") "mqtt" .mqtt | toJson | sha256sum))) $ctx) }}
+{{ include "iot.workload.header" (merge (dict "kind" "StatefulSet" "replicas" 1 "key" "nats" "values" . "annotations" (include "iot.checksums" (dict "root" $root "objects" (list (dict "name" "nats-config" "template" "iot.nats.manifest" "object" "ConfigMap"))) | fromJson)) $ctx) }}
     spec:
       {{- include "iot.thirdParty.podFields" (merge (dict "key" "nats" "values" .) $ctx) | nindent 6 }}
       containers:

@@ -20,6 +20,7 @@ metadata:
   name: {{ $name }}
   labels:
     {{- include "iot.labels" $ctx | nindent 4 }}
+  {{- include "iot.secret.annotations" . | nindent 2 }}
 type: Opaque
 data:
   password: {{ include "iot.secret.value" (dict "root" $root "name" $name "key" "password" "given" .auth.password) }}
@@ -41,7 +42,8 @@ data:
     {{- end }}
 {{- end }}
 {{- if eq $object "StatefulSet" }}
-{{ include "iot.workload.header" (merge (dict "kind" "StatefulSet" "replicas" 1 "key" "postgresql" "values" .) $ctx) }}
+{{- /* no checksum of the init ConfigMap: PostgreSQL reads it only when it initialises an empty volume */}}
+{{ include "iot.workload.header" (merge (dict "kind" "StatefulSet" "replicas" 1 "key" "postgresql" "values" . "annotations" (include "iot.checksums" (dict "root" $root "objects" (list (dict "name" "postgresql-secret" "template" "iot.postgresql.manifest" "object" "Secret"))) | fromJson)) $ctx) }}
     spec:
       {{- include "iot.thirdParty.podFields" (merge (dict "key" "postgresql" "values" .) $ctx) | nindent 6 }}
       containers:

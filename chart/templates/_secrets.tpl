@@ -14,9 +14,28 @@ in the cluster (so upgrades keep it), else a new random one. Args: root, name, k
 {{- if and $existing (hasKey ($existing.data | default dict) .key) -}}
 {{- index $existing.data .key -}}
 {{- else -}}
-{{- randAlphaNum 32 | b64enc -}}
+{{- /* Generated once per render (kept on the root context): the Secret and the checksum that
+rolls its pods (iot.checksum) must see the same value. */ -}}
+{{- if not (hasKey .root "iotGeneratedSecrets") -}}
+{{- $_ := set .root "iotGeneratedSecrets" dict -}}
+{{- end -}}
+{{- $generated := get .root "iotGeneratedSecrets" -}}
+{{- $id := printf "%s/%s" .name .key -}}
+{{- if not (hasKey $generated $id) -}}
+{{- $_ := set $generated $id (randAlphaNum 32 | b64enc) -}}
+{{- end -}}
+{{- get $generated $id -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+Metadata annotations of every Secret the chart generates: `helm uninstall` keeps it, so that a
+reinstall finds (iot.secret.value) the passwords the kept volumes were initialised with.
+*/}}
+{{- define "iot.secret.annotations" -}}
+annotations:
+  helm.sh/resource-policy: keep
 {{- end -}}
 
 {{/*

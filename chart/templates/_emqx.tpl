@@ -58,6 +58,13 @@ data:
         bind = 18083
       }
     }
+    {{- if include "iot.metrics.enabled" $root }}
+    # /api/v5/prometheus/stats on the dashboard port, scraped without credentials (values
+    # `metrics`): counters and gauges only, no configuration and no credentials.
+    prometheus {
+      enable_basic_auth = false
+    }
+    {{- end }}
     {{- if .bridgeToNats.enabled }}
     # Forward {{ .bridgeToNats.topic }} to NATS's MQTT listener (MQTT 3.1.1 = proto_ver v4).
     connectors.mqtt.nats {

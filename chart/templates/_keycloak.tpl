@@ -37,6 +37,11 @@ data:
           env:
             - name: KC_HEALTH_ENABLED
               value: "true"
+            {{- if include "iot.metrics.enabled" $root }}
+            # Prometheus metrics on the management port (9000) at /metrics (values `metrics`).
+            - name: KC_METRICS_ENABLED
+              value: "true"
+            {{- end }}
             - name: KC_HTTP_ENABLED
               value: "true"
             - name: KC_HTTP_PORT

@@ -268,3 +268,24 @@ def test_a_scrape_answers_at_once_while_the_database_is_frozen(launch, private_p
         assert slowest < 1.0  # generous for a loaded 2-core machine; the bench has figures
     finally:
         private_postgres.server.thaw()
+
+
+def test_ui_counts_api_requests_by_route_template_and_status(launch, database, nats_server):
+    service = launch("ui_iot", service_env(database, nats_server))
+    service.wait_ready()
+    for path in ("/api/devices", "/api/devices?limit=5", "/api/devices/d1/telemetry",
+                 "/api/devices/d2/telemetry", "/nowhere", "/api/devices?limit=0"):
+        service.get(path)
+    samples = scrape(service)
+    assert value(samples, "iot_ui_requests_total", route="/api/devices", method="GET",
+                 status="200") == 2
+    assert value(samples, "iot_ui_requests_total", route="/api/devices/{device_id}/telemetry",
+                 method="GET", status="200") == 2
+    assert value(samples, "iot_ui_requests_total", route="/api/devices", method="GET",
+                 status="422") == 1
+    assert value(samples, "iot_ui_requests_total", route="unmatched", method="GET",
+                 status="404") == 1
+    assert value(samples, "iot_ui_request_seconds_count", route="/api/devices") == 3
+    # Probes and scrapes are not API traffic.
+    assert not any(labels and dict(labels).get("route") in ("/health", "/ready", "/metrics")
+                   for _, labels in samples)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from html import escape
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import Counter, Histogram
 
 from services.common.health import HealthState
 from services.common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -15,6 +17,10 @@ from services.common.probe_server import probe_response
 from services.ui_iot.queries import DatabaseUnavailableError, ReadModel
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
+# Probes and scrapes are not API traffic (nor in the access log).
+UNCOUNTED_PATHS = frozenset({"/health", "/ready", "/metrics"})
+REQUEST_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                           5.0, 10.0)
 
 
 def create_app(health: HealthState, model: ReadModel) -> FastAPI:
@@ -54,7 +60,46 @@ def create_app(health: HealthState, model: ReadModel) -> FastAPI:
     async def page() -> HTMLResponse:
         return HTMLResponse(_render_page(await model.devices(200), await model.alerts(50)))
 
+    # Registered now, not when Starlette builds its middleware stack at the first request.
+    app.add_middleware(
+        RequestMetrics,
+        requests=health.metrics.counter("iot_ui_requests", "API and page requests.",
+                                        ["route", "method", "status"]),
+        seconds=health.metrics.histogram(
+            "iot_ui_request_seconds", "API and page requests: time to the end of the response.",
+            REQUEST_SECONDS_BUCKETS, ["route"]))
     return app
+
+
+class RequestMetrics:
+    """Counts and times the API's requests by route template (bounded labels: a path that
+    matches no route is "unmatched"). Plain ASGI: no per-request task or body buffering."""
+
+    def __init__(self, app: Any, requests: Counter, seconds: Histogram) -> None:
+        self._app = app
+        self._requests = requests
+        self._seconds = seconds
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in UNCOUNTED_PATHS:
+            await self._app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 500  # what the client gets if the app raises before answering
+
+        async def send_noting_status(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_noting_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self._requests.labels(template, scope["method"], str(status)).inc()
+            self._seconds.labels(template).observe(time.monotonic() - started)
 
 
 def _probe(answer, request: Request) -> Response:

@@ -253,6 +253,25 @@ def test_rendering_metrics_opens_no_file_and_no_socket():
     assert events == []
 
 
+def test_a_dead_critical_task_sets_its_liveness_gauge_to_0_and_counts_the_transition():
+    async def crash() -> None:
+        raise RuntimeError("a bug")
+
+    async def scenario() -> Samples:
+        health = HealthState("svc")
+        health.mark_started()
+        task = health.watch("worker", asyncio.create_task(crash()))
+        await asyncio.wait({task})
+        await asyncio.sleep(0)  # the done callback runs on the next loop iteration
+        return parse(health.metrics.render().decode())
+
+    samples = asyncio.run(scenario())
+    assert value(samples, "iot_liveness_check", check="critical_tasks") == 0
+    assert value(samples, "iot_live") == 0
+    assert value(samples, "iot_liveness_check_transitions_total", check="critical_tasks",
+                 to="fail") == 1
+
+
 def test_a_scrape_answers_at_once_while_the_database_is_frozen(launch, private_postgres,
                                                                nats_server):
     service = launch("ops_worker", service_env(private_postgres, nats_server))

@@ -162,6 +162,7 @@ def test_an_event_loop_stall_shows_as_a_liveness_transition_afterwards(launch, d
         LIVENESS_STALL_SECONDS="1"))
     service.wait_ready()
     service.send(signal.SIGUSR1)  # the loop blocks for 2 s, over the 1 s stall threshold
+    time.sleep(3)  # nothing answers meanwhile, /metrics included
     wait_metric(service, "iot_liveness_check_transitions_total", 1, timeout=15,
                 check="event_loop", to="pass")
     samples = scrape(service)

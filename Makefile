@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 # bootstrap all honour HELM3/HELM4).
 export TOOLS_DIR
 
-.PHONY: help test lint tools browser venv demo bench clean
+.PHONY: help test lint tools browser venv demo bench clean chart-readme
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -24,13 +24,17 @@ test: tools browser lint  ## create the venv, bootstrap Helm and Chromium, run r
 lint: $(STAMP)  ## ruff over the whole tree
 	$(VENV)/bin/ruff check .
 
-tools: $(STAMP)  ## build the pinned Helm 3 and Helm 4 into .tools/ (once)
+tools: $(STAMP)  ## build the pinned Helm 3, Helm 4, helm-docs, kube-score and checkov into .tools/ (once)
 	scripts/bootstrap-helm.sh
 
 browser:  ## install Debian's chromium for the drill's browser test (once; needs root)
 	scripts/bootstrap-chromium.sh
 
 venv: $(STAMP)  ## the project virtualenv with the test extras
+
+chart-readme: $(STAMP)  ## regenerate chart/README.md (helm-docs) from values.yaml's `# --` comments
+	scripts/bootstrap-tools.sh
+	$(PY) -m iot_tools.chart_readme
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

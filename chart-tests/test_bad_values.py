@@ -134,8 +134,8 @@ CASES = {
         ],
     ),
     "unknown-named-port-third-party": (
-        ["emqx.probes.liveness.httpGet.port=dashbaord"],
-        ['emqx.probes.liveness.httpGet.port "dashbaord"', "dashboard=18083"],
+        ["emqx.probes.readiness.httpGet.port=dashbaord"],
+        ['emqx.probes.readiness.httpGet.port "dashbaord"', "dashboard=18083"],
     ),
     "two-handlers": (
         ["keycloak.probes.liveness.exec.command={cat,/tmp/alive}"],
@@ -149,8 +149,8 @@ CASES = {
         ["services.terminationGracePeriodSeconds (20) is too short: it must be at least 25"],
     ),
     "grace-shorter-than-prestop": (
-        ["nats.terminationGracePeriodSeconds=8"],
-        ["nats.terminationGracePeriodSeconds (8) is too short: it must be at least 10"],
+        ["emqx.terminationGracePeriodSeconds=8"],
+        ["emqx.terminationGracePeriodSeconds (8) is too short: it must be at least 10"],
     ),
     "external-database-without-secret": (
         [

@@ -44,7 +44,8 @@ def _http(path: str, port: int) -> dict:
     return {"httpGet": {"path": path, "port": port}}
 
 
-PG_ISREADY = {"exec": {"command": ["pg_isready", "-h", "127.0.0.1", "-p", "5432"]}}
+# pg_isready gives up one second before the probe does (-t timeoutSeconds - 1; both are 3 s).
+PG_ISREADY = {"exec": {"command": ["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-t", "2"]}}
 
 # ...and each workload's documented overrides (values.yaml), ports resolved to numbers.
 EXPECTED_PROBES = {
@@ -71,7 +72,7 @@ EXPECTED_PROBES = {
         "startup": _with(STARTUP, **_http("/health/started", 9000), failureThreshold=60),
     },
     ("iot-emqx", "emqx"): {
-        "liveness": _with(LIVENESS, **_http("/api/v5/status", 18083)),
+        "liveness": _with(LIVENESS, tcpSocket={"port": 18083}),
         "readiness": _with(READINESS, **_http("/api/v5/status", 18083)),
         "startup": _with(STARTUP, **_http("/api/v5/status", 18083)),
     },
@@ -313,11 +314,14 @@ def test_only_needed_ports_are_exposed_through_services(default_renders):
 
 
 def test_third_party_containers_delay_their_stop_within_the_grace_period(default_renders):
-    for name in ("iot-keycloak", "iot-emqx", "iot-nats", "iot-postgresql"):
+    for name in ("iot-keycloak", "iot-emqx", "iot-postgresql"):
         pod = helm.pod_spec(_workload(default_renders[3], name))
         sleep = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
         assert sleep == 5
         assert pod["terminationGracePeriodSeconds"] >= sleep + 5
+    # NATS enters lame-duck mode instead (chart-tests/test_day2.py)
+    nats = helm.pod_spec(_workload(default_renders[3], "iot-nats"))["containers"][0]
+    assert "exec" in nats["lifecycle"]["preStop"]
 
 
 def test_nats_runs_jetstream_on_a_volume_claim_with_monitoring_declared(default_renders):

@@ -50,6 +50,7 @@ def test_rendered_nats_config_serves_the_probe_endpoints(nats_render, tmp_path):
         .replace("http_port: 8222", f"http: 127.0.0.1:{monitor}")
         .replace("listen: 0.0.0.0:1883", f"listen: 127.0.0.1:{mqtt}")
         .replace("store_dir: /data", f"store_dir: {tmp_path / 'js'}")
+        .replace("pid_file: /var/run/nats/nats.pid", f"pid_file: {tmp_path / 'nats.pid'}")
     )
     assert local.count("127.0.0.1") == 3
     (tmp_path / "nats.conf").write_text(local)

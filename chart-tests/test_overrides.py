@@ -130,6 +130,10 @@ def test_set_on_a_global_default_changes_every_workload_not_overriding_it(
         ): (3, 4)
         for name in (*SERVICES, *THIRD_PARTY)
     }
+    # pg_isready's own timeout follows the probe's (-t timeoutSeconds - 1)
+    command = _probe_path("iot-postgresql", "postgresql", "readinessProbe", "exec", "command")
+    pg_isready = ["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-t"]
+    expected[command] = ([*pg_isready, "2"], [*pg_isready, "3"])
     assert changes(base_docs, after) == expected
 
 

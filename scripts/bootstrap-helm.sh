@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the pinned Helm 3 and Helm 4 into a project-local tools folder with
+# Installs the pinned Helm 3 and Helm 4 (and, through scripts/bootstrap-tools.sh, helm-docs,
+# kube-score and checkov) into a project-local tools folder with
 # `go install` (the Go module proxy is reachable where download sites are not).
 # Idempotent: a binary already built from the pinned module version is kept.
 #
@@ -49,7 +50,10 @@ install_helm() {
 # which overlap well (about 3 min together instead of 5 on 2 cores).
 install_helm v3 "$HELM3_VERSION" "${HELM3:-}" & helm3=$!
 install_helm v4 "$HELM4_VERSION" "${HELM4:-}" & helm4=$!
+# The other chart tools (helm-docs, kube-score, checkov), installed alongside.
+"$repo/scripts/bootstrap-tools.sh" & chart_tools=$!
 status=0
 wait "$helm3" || status=1
 wait "$helm4" || status=1
+wait "$chart_tools" || status=1
 exit "$status"

@@ -105,6 +105,9 @@ data:
       containers:
         - name: emqx
           {{- include "iot.thirdParty.containerFields" (dict "root" $root "key" "emqx" "values" .) | nindent 10 }}
+          {{- with include "iot.diagnostic.process" (dict "root" $root) }}
+          {{- . | nindent 10 }}
+          {{- end }}
           ports:
             {{- toYaml $ports | nindent 12 }}
           env:

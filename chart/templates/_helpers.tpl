@@ -74,7 +74,10 @@ security context, and a grace period checked against the preStop delay (one repl
 spread). Args: root, component, key, values.
 */}}
 {{- define "iot.thirdParty.podFields" -}}
+{{- /* a component whose preStop is not a sleep (NATS: lame-duck mode) checks its own grace period */}}
+{{- if hasKey .values "preStopSleepSeconds" -}}
 {{- include "iot.guard.gracePeriod" (dict "where" (printf "%s.terminationGracePeriodSeconds" .key) "grace" .values.terminationGracePeriodSeconds "needed" (add .values.preStopSleepSeconds (include "iot.graceMargin" .)) "why" (printf "%s.preStopSleepSeconds + %s s margin" .key (include "iot.graceMargin" .))) -}}
+{{- end -}}
 {{ include "iot.pod.fields" (dict "root" .root "component" .component "key" .key "values" .values "maxReplicas" 1 "grace" .values.terminationGracePeriodSeconds "securityContext" .values.securityContext) }}
 {{- end -}}
 
@@ -97,7 +100,8 @@ terminationGracePeriodSeconds: {{ .grace }}
 
 {{/*
 Container fields shared by every third-party container: image, security context, resources, and
-a preStop sleep that lets endpoints drop the pod first. Args: root, key, values.
+a preStop sleep that lets endpoints drop the pod first, unless `preStop` (a LifecycleHandler) replaces
+it. Args: root, key, values; optional preStop.
 */}}
 {{- define "iot.thirdParty.containerFields" -}}
 {{ include "iot.imageFields" (include "iot.image" (dict "root" .root "image" .values.image "where" (printf "%s.image" .key)) | fromJson) }}
@@ -106,8 +110,12 @@ resources:
   {{- toYaml .values.resources | nindent 2 }}
 lifecycle:
   preStop:
+    {{- with .preStop }}
+    {{- toYaml . | nindent 4 }}
+    {{- else }}
     sleep:
       seconds: {{ .values.preStopSleepSeconds }}
+    {{- end }}
 {{- end -}}
 
 {{/* A ClusterIP Service. Args: root, component, version, ports (list of {name, port, targetPort}). */}}

@@ -31,7 +31,7 @@ data:
       containers:
         - name: keycloak
           {{- include "iot.thirdParty.containerFields" (dict "root" $root "key" "keycloak" "values" .) | nindent 10 }}
-          args: ["start"]
+          {{- include "iot.diagnostic.process" (dict "root" $root "args" (list "start")) | nindent 10 }}
           ports:
             {{- toYaml $ports | nindent 12 }}
           env:

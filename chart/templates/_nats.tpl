@@ -28,7 +28,11 @@ data:
     listen: 0.0.0.0:4222
     # Monitoring (health endpoints for the probes); not exposed through the Service.
     http_port: 8222
-    lame_duck_grace_period: 5s
+    # Lame-duck mode (entered by the preStop hook): stop accepting, wait the grace period, then
+    # close the clients spread over the rest of the duration, then exit (nats.lameDuck).
+    lame_duck_duration: {{ .lameDuck.durationSeconds }}s
+    lame_duck_grace_period: {{ .lameDuck.gracePeriodSeconds }}s
+    pid_file: {{ include "iot.nats.pidFile" . }}
     jetstream {
       store_dir: /data
       max_file_store: {{ .jetstream.maxFileStore }}
@@ -40,14 +44,15 @@ data:
     {{- end }}
 {{- end }}
 {{- if eq $object "StatefulSet" }}
+{{- include "iot.nats.guard.lameDuck" . }}
 {{- /* stream limits are not in nats.conf (the services apply them): no restart for them */}}
 {{ include "iot.workload.header" (merge (dict "kind" "StatefulSet" "replicas" 1 "key" "nats" "values" . "annotations" (include "iot.checksums" (dict "root" $root "objects" (list (dict "name" "nats-config" "template" "iot.nats.manifest" "object" "ConfigMap"))) | fromJson)) $ctx) }}
     spec:
       {{- include "iot.thirdParty.podFields" (merge (dict "key" "nats" "values" .) $ctx) | nindent 6 }}
       containers:
         - name: nats
-          {{- include "iot.thirdParty.containerFields" (dict "root" $root "key" "nats" "values" .) | nindent 10 }}
-          args: ["--config", "/etc/nats/nats.conf"]
+          {{- include "iot.thirdParty.containerFields" (dict "root" $root "key" "nats" "values" . "preStop" (include "iot.nats.preStop" . | fromJson)) | nindent 10 }}
+          {{- include "iot.diagnostic.process" (dict "root" $root "args" (list "--config" "/etc/nats/nats.conf")) | nindent 10 }}
           ports:
             {{- toYaml $ports | nindent 12 }}
           env:
@@ -62,10 +67,15 @@ data:
               readOnly: true
             - name: jetstream
               mountPath: /data
+            - name: pid
+              mountPath: {{ include "iot.nats.pidFile" . | dir }}
       volumes:
         - name: config
           configMap:
             name: {{ $name }}
+        - name: pid
+          emptyDir:
+            sizeLimit: 1Mi
   volumeClaimTemplates:
     - apiVersion: v1
       kind: PersistentVolumeClaim
@@ -91,4 +101,31 @@ data:
 {{- end }}
 {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/* Where nats-server writes its pid (an emptyDir), for the lame-duck signal. Args: nats values. */}}
+{{- define "iot.nats.pidFile" -}}/var/run/nats/nats.pid{{- end -}}
+
+{{/*
+The preStop hook of NATS (a LifecycleHandler, JSON): signal the server into lame-duck mode. The
+hook returns at once; the server then ignores the kubelet's SIGTERM and exits by itself at the
+end of nats.lameDuck.durationSeconds. Args: nats values.
+*/}}
+{{- define "iot.nats.preStop" -}}
+{{- dict "exec" (dict "command" (list "nats-server" "--signal" (printf "ldm=%s" (include "iot.nats.pidFile" .)))) | toJson -}}
+{{- end -}}
+
+{{/*
+Fails unless lame-duck mode fits: its grace period below its duration (nats-server refuses
+otherwise), and the pod's grace period above the duration plus the margin, or the kubelet kills
+NATS before it has closed its clients. Args: nats values.
+*/}}
+{{- define "iot.nats.guard.lameDuck" -}}
+{{- $duration := int .lameDuck.durationSeconds -}}
+{{- $grace := int .lameDuck.gracePeriodSeconds -}}
+{{- if ge $grace $duration -}}
+{{- fail (printf "nats.lameDuck.gracePeriodSeconds (%d) must be below nats.lameDuck.durationSeconds (%d): lower the grace period or raise the duration" $grace $duration) -}}
+{{- end -}}
+{{- $margin := include "iot.graceMargin" . | int -}}
+{{- include "iot.guard.gracePeriod" (dict "where" "nats.terminationGracePeriodSeconds" "grace" .terminationGracePeriodSeconds "needed" (add $duration $margin) "why" (printf "nats.lameDuck.durationSeconds + %d s margin, or the kubelet kills NATS in lame-duck mode" $margin)) -}}
 {{- end -}}

@@ -49,6 +49,9 @@ data:
       containers:
         - name: postgresql
           {{- include "iot.thirdParty.containerFields" (dict "root" $root "key" "postgresql" "values" .) | nindent 10 }}
+          {{- with include "iot.diagnostic.process" (dict "root" $root) }}
+          {{- . | nindent 10 }}
+          {{- end }}
           ports:
             {{- toYaml $ports | nindent 12 }}
           env:
@@ -61,7 +64,7 @@ data:
                 secretKeyRef:
                   name: {{ $db.secretName }}
                   key: {{ $db.secretKey }}
-          {{- include "iot.probes.render" (dict "root" $root "key" "postgresql" "probes" .probes "ports" $ports) | nindent 10 }}
+          {{- include "iot.probes.render" (dict "root" $root "key" "postgresql" "probes" (include "iot.postgresql.probes" (dict "root" $root "probes" .probes) | fromJson) "ports" $ports) | nindent 10 }}
           volumeMounts:
             - name: data
               mountPath: /var/lib/postgresql
@@ -102,4 +105,47 @@ data:
 {{- end }}
 {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/*
+PostgreSQL's probe overrides (JSON) with `pg_isready -t <seconds>` strictly below each probe's
+timeout: every enabled exec probe running pg_isready without -t gets `-t <timeoutSeconds - 1>`
+(merged timeout; Kubernetes' default is 1 s), so pg_isready reports "no response" before the
+kubelet abandons the check (pg_isready's own default, 3 s, equals the readiness timeout; -t 0
+waits forever). A -t given in the command must be below the timeout too.
+Args: root, probes (postgresql.probes).
+*/}}
+{{- define "iot.postgresql.probes" -}}
+{{- $out := deepCopy (.probes | default dict) -}}
+{{- range $kind := list "liveness" "readiness" "startup" -}}
+{{- $where := printf "postgresql.probes.%s" $kind -}}
+{{- $merged := include "iot.probes.merge" (dict "defaults" (get $.root.Values.probes $kind) "override" (get $out $kind) "where" $where) | fromJson -}}
+{{- $command := list -}}
+{{- if kindIs "map" $merged.exec -}}{{- $command = $merged.exec.command | default list -}}{{- end -}}
+{{- if and (include "iot.probes.isEnabled" (dict "probe" $merged)) $command (eq (base (toString (first $command))) "pg_isready") -}}
+{{- $timeout := int (ternary $merged.timeoutSeconds 1 (hasKey $merged "timeoutSeconds")) -}}
+{{- $given := "" -}}
+{{- range $index, $word := $command -}}
+{{- $word = toString $word -}}
+{{- if and (or (eq $word "-t") (eq $word "--timeout")) (lt (add1 $index) (len $command)) -}}
+{{- $given = toString (index $command (add1 $index)) -}}
+{{- else if hasPrefix "--timeout=" $word -}}
+{{- $given = trimPrefix "--timeout=" $word -}}
+{{- end -}}
+{{- end -}}
+{{- if $given -}}
+{{- if or (not (regexMatch "^[0-9]+$" $given)) (lt (atoi $given) 1) (ge (atoi $given) $timeout) -}}
+{{- fail (printf "%s.exec.command runs pg_isready -t %s, which must be a whole number of seconds from 1 to %s.timeoutSeconds - 1 (%d): pg_isready must give up before the kubelet does (and -t 0 waits forever); lower -t, raise %s.timeoutSeconds, or drop -t to let the chart derive it" $where $given $where (sub $timeout 1) $where) -}}
+{{- end -}}
+{{- else -}}
+{{- if lt $timeout 2 -}}
+{{- fail (printf "%s.timeoutSeconds (%d) leaves pg_isready no timeout below it (the chart passes -t timeoutSeconds - 1, and -t 0 waits forever): set %s.timeoutSeconds to 2 or more" $where $timeout $where) -}}
+{{- end -}}
+{{- $override := deepCopy (get $out $kind | default dict) -}}
+{{- $_ := set $override "exec" (dict "command" (concat $command (list "-t" (toString (sub $timeout 1))))) -}}
+{{- $_ := set $out $kind $override -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
 {{- end -}}

@@ -179,7 +179,10 @@ container's declared ports: list of {name, containerPort}).
 {{- $_ := set $fields $field (get $enabled $kind) -}}
 {{- end -}}
 {{- end -}}
+{{- /* diagnosticMode: the guards above still ran; the probes are left out */}}
+{{- if not (include "iot.diagnostic.enabled" .) -}}
 {{- with $fields -}}
 {{- toYaml . -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}

@@ -127,6 +127,7 @@ template files). Args: root, key (values key), object (kind).
 {{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" $values.replicas "key" $key "values" $values "annotations" (include "iot.checksums" (dict "root" $root "objects" (list (dict "name" "postgresql-secret" "template" "iot.postgresql.manifest" "object" "Secret"))) | fromJson)) $ctx) }}
     spec:
       {{- include "iot.pod.fields" (merge (dict "key" $key "values" $values "maxReplicas" (include "iot.autoscaling.maxReplicas" (dict "values" $values)) "grace" $svc.terminationGracePeriodSeconds "securityContext" $svc.securityContext) $ctx) | nindent 6 }}
+      {{- if and $svc.migrate.enabled (not (include "iot.diagnostic.enabled" $ctx)) }}
       initContainers:
         - name: migrate
           {{- include "iot.imageFields" $image | nindent 10 }}
@@ -144,10 +145,11 @@ template files). Args: root, key (values key), object (kind).
             {{- with include "iot.external.volumeMounts" (dict "root" $root "nats" false) | fromYamlArray }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
+      {{- end }}
       containers:
         - name: {{ $entry.component }}
           {{- include "iot.imageFields" $image | nindent 10 }}
-          command: ["python", "-m", {{ $entry.module | quote }}]
+          {{- include "iot.diagnostic.process" (dict "root" $root "command" (list "python" "-m" $entry.module)) | nindent 10 }}
           ports:
             {{- toYaml $ports | nindent 12 }}
           env:

@@ -297,6 +297,30 @@ def test_emqx_liveness_is_a_tcp_check_of_the_dashboard_listener(default_renders)
     assert container["readinessProbe"]["httpGet"] == {"path": "/api/v5/status", "port": 18083}
 
 
+# --- every day-2 knob together: strict schemas, Helm 3 = Helm 4 ------------------------------
+
+DAY2_VARIANT = (
+    *DIAGNOSTIC,
+    "services.migrate.enabled=false",
+    "nats.lameDuck.durationSeconds=45",
+    "nats.lameDuck.gracePeriodSeconds=10",
+    "postgresql.probes.readiness.timeoutSeconds=5",
+)
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_day2_variant_validates_strictly(render, kube_validate, version):
+    docs = render(*DAY2_VARIANT)
+    assert [error for doc in docs for error in kube_validate(doc, version)] == []
+
+
+def test_day2_variant_renders_identically_under_helm_3_and_4(fixed_secrets):
+    renders = [helm.template(major=major, set_values=(*fixed_secrets, *DAY2_VARIANT))
+               for major in MAJORS]
+    assert all(result.returncode == 0 for result in renders), renders[0].stderr
+    assert renders[0].stdout == renders[1].stdout
+
+
 # --- bad values --------------------------------------------------------------------------------
 
 # id -> (--set values or a --set-json flag and its value, texts the error must contain)

@@ -39,6 +39,14 @@ def _kube_score_findings(manifest: str) -> dict[str, set[str]]:
     return findings
 
 
+def test_kube_score_still_has_the_probe_checks():
+    """A renamed or dropped check would make the test below pass vacuously."""
+    result = run_tool("kube-score", "list")
+    assert result.returncode == 0, result.stderr
+    listed = {line.split(",", 1)[0] for line in result.stdout.splitlines()}
+    assert set(KUBE_SCORE_PROBE_CHECKS) <= listed
+
+
 def test_kube_score_finds_no_probe_issue_in_the_default_render():
     findings = _kube_score_findings(_manifest())
     assert {check: findings[check] for check in KUBE_SCORE_PROBE_CHECKS if check in findings} == {}

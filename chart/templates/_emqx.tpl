@@ -142,7 +142,9 @@ data:
                   name: {{ $nats.userSecret }}
                   key: {{ $nats.passwordKey }}
             {{- end }}
-          {{- include "iot.probes.render" (dict "root" $root "key" "emqx" "probes" .probes "ports" $ports) | nindent 10 }}
+          {{- with include "iot.probes.render" (dict "root" $root "key" "emqx" "probes" .probes "ports" $ports) }}
+          {{- . | nindent 10 }}
+          {{- end }}
           volumeMounts:
             - name: config
               mountPath: /opt/emqx/etc/emqx.conf

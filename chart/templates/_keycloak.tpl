@@ -81,7 +81,9 @@ data:
                 secretKeyRef:
                   name: {{ $adminSecret }}
                   key: {{ .admin.existingSecretKey }}
-          {{- include "iot.probes.render" (dict "root" $root "key" "keycloak" "probes" .probes "ports" $ports) | nindent 10 }}
+          {{- with include "iot.probes.render" (dict "root" $root "key" "keycloak" "probes" .probes "ports" $ports) }}
+          {{- . | nindent 10 }}
+          {{- end }}
 {{- end }}
 {{- if eq $object "Service" }}
 {{ include "iot.service" (merge (dict "ports" (list (dict "name" "http" "port" .service.port "targetPort" "http"))) $ctx) }}

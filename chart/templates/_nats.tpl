@@ -60,7 +60,9 @@ data:
               valueFrom:
                 fieldRef:
                   fieldPath: metadata.name
-          {{- include "iot.probes.render" (dict "root" $root "key" "nats" "probes" .probes "ports" $ports) | nindent 10 }}
+          {{- with include "iot.probes.render" (dict "root" $root "key" "nats" "probes" .probes "ports" $ports) }}
+          {{- . | nindent 10 }}
+          {{- end }}
           volumeMounts:
             - name: config
               mountPath: /etc/nats

@@ -64,7 +64,9 @@ data:
                 secretKeyRef:
                   name: {{ $db.secretName }}
                   key: {{ $db.secretKey }}
-          {{- include "iot.probes.render" (dict "root" $root "key" "postgresql" "probes" (include "iot.postgresql.probes" (dict "root" $root "probes" .probes) | fromJson) "ports" $ports) | nindent 10 }}
+          {{- with include "iot.probes.render" (dict "root" $root "key" "postgresql" "probes" (include "iot.postgresql.probes" (dict "root" $root "probes" .probes) | fromJson) "ports" $ports) }}
+          {{- . | nindent 10 }}
+          {{- end }}
           volumeMounts:
             - name: data
               mountPath: /var/lib/postgresql

@@ -154,7 +154,9 @@ template files). Args: root, key (values key), object (kind).
             {{- toYaml $ports | nindent 12 }}
           env:
             {{- include "iot.services.env" (dict "root" $root "entry" $entry "values" $values) | nindent 12 }}
-          {{- include "iot.probes.render" (dict "root" $root "key" $key "probes" $values.probes "ports" $ports) | nindent 10 }}
+          {{- with include "iot.probes.render" (dict "root" $root "key" $key "probes" $values.probes "ports" $ports) }}
+          {{- . | nindent 10 }}
+          {{- end }}
           {{- include "iot.securityContext.container" (dict "root" $root "values" $values "base" $svc.securityContext) | nindent 10 }}
           resources:
             {{- toYaml $values.resources | nindent 12 }}

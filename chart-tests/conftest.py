@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from iot_tools import helm
+from iot_tools.apiserver import ApiServer
 from iot_tools.kube import kube_errors
 
 # Helm majors every render-level test runs under.
@@ -114,3 +115,14 @@ def probes_of() -> Callable[[list[dict]], dict[tuple[str, str], dict[str, dict]]
 @pytest.fixture(scope="session")
 def kube_validate() -> Callable[[dict, str], list[str]]:
     return kube_errors
+
+
+@pytest.fixture(scope="session")
+def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """A real kube-apiserver + etcd on loopback (iot_tools.apiserver), started on first use and
+    stopped, with nothing left running, at the end of the session."""
+    server = ApiServer(tmp_path_factory.mktemp("apiserver")).start()
+    try:
+        yield server
+    finally:
+        server.stop()

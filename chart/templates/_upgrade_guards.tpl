@@ -101,11 +101,15 @@ size, sizeKey, storageClassName, classKey (values paths, for messages).
 {{- fail (printf "%s cannot shrink from %s to %s: a PersistentVolumeClaim never shrinks. Keep %s=%s." $.sizeKey $wasSize (toString $.size) $.sizeKey $wasSize) -}}
 {{- else if gt $want $was -}}
 {{- $claim := lookup "v1" "PersistentVolumeClaim" $ns $pvc -}}
-{{- $class := $claim.spec.storageClassName | default $wasClass -}}
+{{- /* the claim's own class: the cluster default when the template names none (no claim yet: the template's) */ -}}
+{{- $class := dig "spec" "storageClassName" $wasClass $claim -}}
+{{- $expansion := "the volume's StorageClass (the cluster default) must allow volume expansion (allowVolumeExpansion: true)" -}}
+{{- if $class -}}
+{{- $expansion = printf "StorageClass %q must allow volume expansion (allowVolumeExpansion: true)" $class -}}
 {{- $storageClass := lookup "storage.k8s.io/v1" "StorageClass" "" $class -}}
-{{- $expansion := printf "StorageClass %q must allow volume expansion (allowVolumeExpansion: true)" $class -}}
 {{- if and $storageClass (not $storageClass.allowVolumeExpansion) -}}
 {{- $expansion = printf "StorageClass %q does not allow volume expansion (allowVolumeExpansion is not true): enable it there if its provisioner can expand volumes, else move the data to a new volume instead" $class -}}
+{{- end -}}
 {{- end -}}
 {{- fail (printf "%s cannot change from %s to %s by an upgrade: a StatefulSet's volumeClaimTemplates are immutable (the API server would refuse it halfway through). Expand the volume instead: %s; (1) kubectl -n %s patch pvc %s -p '{\"spec\":{\"resources\":{\"requests\":{\"storage\":\"%s\"}}}}' and wait until its status shows the new size; (2) kubectl -n %s delete statefulset %s --cascade=orphan (its pod and volume stay); (3) run this upgrade again: the StatefulSet is recreated with the new size." $.sizeKey $wasSize (toString $.size) $expansion $ns $pvc (toString $.size) $ns $name) -}}
 {{- end -}}

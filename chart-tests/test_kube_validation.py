@@ -71,6 +71,39 @@ def test_external_services_and_mirror_render_validates_strictly(render, kube_val
     assert errors == []
 
 
+# Exposure: Service types, Ingress, EMQX's TLS listener. HTTPRoute is a CRD the Kubernetes
+# schemas do not have: test_exposure.py checks its shape against the Gateway API's.
+EXPOSURE = (
+    "uiIot.service.type=LoadBalancer",
+    "uiIot.service.externalTrafficPolicy=Local",
+    "uiIot.service.loadBalancerSourceRanges={10.0.0.0/8}",
+    "uiIot.service.nodePorts.http=30080",
+    "uiIot.service.annotations.example\\.com/lb=internal",
+    "uiIot.ingress.enabled=true",
+    "uiIot.ingress.className=nginx",
+    "uiIot.ingress.hosts[0].host=iot.example.com",
+    "uiIot.ingress.tls[0].secretName=iot-tls",
+    "uiIot.ingress.tls[0].hosts[0]=iot.example.com",
+    "uiIot.httpRoute.enabled=true",
+    "uiIot.httpRoute.parentRefs[0].name=gw",
+    "keycloak.httpRelativePath=/auth",
+    "keycloak.ingress.enabled=true",
+    "keycloak.ingress.hosts[0].host=iot.example.com",
+    "emqx.service.type=NodePort",
+    "emqx.service.nodePorts.mqtts=30883",
+    "emqx.tls.existingSecret=mqtt-tls",
+    "emqx.tls.verifyClients=true",
+)
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_exposure_render_validates_strictly(render, kube_validate, version):
+    docs = [doc for doc in render(*EXPOSURE) if doc["kind"] != "HTTPRoute"]
+    assert {"Ingress", "Pod"} <= {doc["kind"] for doc in docs}
+    errors = [error for doc in docs for error in kube_validate(doc, version)]
+    assert errors == []
+
+
 # Scheduling, pod metadata, security-context overrides, autoscaling and disruption knobs
 # (test_scheduling.py, test_autoscaling.py).
 SCHEDULING_AND_AUTOSCALING = (

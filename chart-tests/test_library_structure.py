@@ -8,20 +8,22 @@ import re
 from iot_tools import helm
 
 TEMPLATES = helm.CHART_DIR / "templates"
+# Every template file, templates/tests/ (the `helm test` pods) included.
+TEMPLATE_FILES = sorted(path for path in TEMPLATES.rglob("*") if path.is_file())
 PROBE_FIELDS = re.compile(
     r"livenessProbe|readinessProbe|startupProbe|initialDelaySeconds|periodSeconds|failureThreshold"
 )
 
 
 def test_only_the_probe_library_writes_probe_fields():
-    writers = {path.name for path in TEMPLATES.iterdir() if PROBE_FIELDS.search(path.read_text())}
+    writers = {path.name for path in TEMPLATE_FILES if PROBE_FIELDS.search(path.read_text())}
     assert writers == {"_probes.tpl"}
 
 
 def test_workload_kinds_are_written_only_by_the_shared_header():
     writers = {
         path.name
-        for path in TEMPLATES.iterdir()
+        for path in TEMPLATE_FILES
         # a top-level kind: an HPA's scaleTargetRef names a Deployment without being one
         if re.search(r"^kind: (Deployment|StatefulSet)", path.read_text(), re.M)
     }

@@ -11,6 +11,14 @@ template files, so every object has a template file of its own). Args: root, obj
 {{- $ctx := dict "root" $root "component" "emqx" "version" .image.tag }}
 {{- $name := include "iot.componentName" $ctx }}
 {{- $ports := list (dict "name" "mqtt" "containerPort" 1883 "protocol" "TCP") (dict "name" "dashboard" "containerPort" 18083 "protocol" "TCP") }}
+{{- $tls := .tls.existingSecret }}
+{{- if $tls }}
+{{- $ports = append $ports (dict "name" "mqtts" "containerPort" 8883 "protocol" "TCP") }}
+{{- else if .tls.verifyClients }}
+{{- fail "emqx.tls.verifyClients is true, but MQTT over TLS is off: set emqx.tls.existingSecret to a Secret with tls.crt, tls.key and ca.crt, or set emqx.tls.verifyClients=false" }}
+{{- else if .service.nodePorts.mqtts }}
+{{- fail (printf "emqx.service.nodePorts.mqtts (%v) is set, but MQTT over TLS is off: set emqx.tls.existingSecret to a Secret with tls.crt and tls.key, or set emqx.service.nodePorts.mqtts=0" .service.nodePorts.mqtts) }}
+{{- end }}
 {{- $nats := dict "caSecret" "" "userSecret" "" }}
 {{- if .bridgeToNats.enabled }}
 {{- $nats = include "iot.nats" $root | fromJson }}
@@ -53,6 +61,27 @@ data:
     listeners.tcp.default {
       bind = "0.0.0.0:1883"
     }
+    {{- if $tls }}
+    # MQTT over TLS with the certificate of the Secret {{ $tls }} (emqx.tls.existingSecret).
+    listeners.ssl.default {
+      enabled = true
+      bind = "0.0.0.0:8883"
+      ssl_options {
+        certfile = "/opt/emqx/etc/tls/tls.crt"
+        keyfile = "/opt/emqx/etc/tls/tls.key"
+        {{- if .tls.verifyClients }}
+        cacertfile = "/opt/emqx/etc/tls/ca.crt"
+        verify = verify_peer
+        fail_if_no_peer_cert = true
+        {{- end }}
+      }
+    }
+    {{- else }}
+    # No TLS certificate given: no listener on 8883 (EMQX would otherwise serve its demo certificate).
+    listeners.ssl.default {
+      enabled = false
+    }
+    {{- end }}
     dashboard {
       listeners.http {
         bind = 18083
@@ -161,6 +190,11 @@ data:
               mountPath: /opt/emqx/etc/nats-ca
               readOnly: true
             {{- end }}
+            {{- if $tls }}
+            - name: tls
+              mountPath: /opt/emqx/etc/tls
+              readOnly: true
+            {{- end }}
       volumes:
         - name: config
           configMap:
@@ -181,9 +215,20 @@ data:
               - key: {{ $nats.caKey }}
                 path: ca.crt
         {{- end }}
+        {{- if $tls }}
+        - name: tls
+          secret:
+            secretName: {{ $tls }}
+            # 0440: readable by the fsGroup EMQX runs in, by nobody else.
+            defaultMode: 288
+        {{- end }}
 {{- end }}
 {{- if eq $object "Service" }}
-{{ include "iot.service" (merge (dict "ports" (list (dict "name" "mqtt" "port" .service.port "targetPort" "mqtt"))) $ctx) }}
+{{- $servicePorts := list (dict "name" "mqtt" "port" .service.port "targetPort" "mqtt") }}
+{{- if $tls }}
+{{- $servicePorts = append $servicePorts (dict "name" "mqtts" "port" .service.tlsPort "targetPort" "mqtts") }}
+{{- end }}
+{{ include "iot.service" (merge (dict "ports" $servicePorts "service" .service "key" "emqx.service") $ctx) }}
 {{- end }}
 {{- end }}
 {{- end }}

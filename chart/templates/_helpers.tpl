@@ -118,16 +118,25 @@ lifecycle:
     {{- end }}
 {{- end -}}
 
-{{/* A ClusterIP Service. Args: root, component, version, ports (list of {name, port, targetPort}). */}}
+{{/*
+A Service: ClusterIP, unless `service` (a component's service values: type, annotations,
+nodePorts by port name, ...; see iot.exposure.serviceSpec) exposes it. Args: root, component,
+version, ports (list of {name, port, targetPort}); optional service and key (its values path).
+*/}}
 {{- define "iot.service" -}}
+{{- $service := .service | default dict -}}
 apiVersion: v1
 kind: Service
 metadata:
   name: {{ include "iot.componentName" . }}
   labels:
     {{- include "iot.labels" . | nindent 4 }}
+  {{- with $service.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 spec:
-  type: ClusterIP
+  {{- include "iot.exposure.serviceSpec" . | nindent 2 }}
   selector:
     {{- include "iot.selectorLabels" . | nindent 4 }}
   ports:
@@ -136,6 +145,9 @@ spec:
       port: {{ .port }}
       targetPort: {{ .targetPort }}
       protocol: TCP
+      {{- with get ($service.nodePorts | default dict) .name }}
+      nodePort: {{ . }}
+      {{- end }}
     {{- end }}
 {{- end -}}
 

@@ -1,5 +1,6 @@
 {{/*
-Keycloak: Deployment + Service + (unless existingSecret) the admin Secret.
+Keycloak: Deployment + Service + (unless existingSecret) the admin Secret + optional Ingress
+and HTTPRoute.
 Renders the one object named by `object` (Helm 4 keeps a blank line inside multi-document
 template files, so every object has a template file of its own). Args: root, object.
 */}}
@@ -50,6 +51,12 @@ data:
               value: "9000"
             - name: KC_PROXY_HEADERS
               value: xforwarded
+            - name: KC_HTTP_RELATIVE_PATH
+              value: {{ .httpRelativePath | quote }}
+            # The management interface inherits the relative path otherwise: keep the probes'
+            # /health/* where they are whatever path Keycloak is served under.
+            - name: KC_HTTP_MANAGEMENT_RELATIVE_PATH
+              value: /
             {{- if .hostname }}
             - name: KC_HOSTNAME
               value: {{ .hostname | quote }}
@@ -87,6 +94,12 @@ data:
 {{- end }}
 {{- if eq $object "Service" }}
 {{ include "iot.service" (merge (dict "ports" (list (dict "name" "http" "port" .service.port "targetPort" "http"))) $ctx) }}
+{{- end }}
+{{- if eq $object "Ingress" }}
+{{- include "iot.exposure.ingress" (merge (dict "key" "keycloak" "ingress" .ingress "port" .service.port "path" .httpRelativePath "pathKey" "keycloak.httpRelativePath") $ctx) }}
+{{- end }}
+{{- if eq $object "HTTPRoute" }}
+{{- include "iot.exposure.httpRoute" (merge (dict "key" "keycloak" "httpRoute" .httpRoute "port" .service.port "path" .httpRelativePath "pathKey" "keycloak.httpRelativePath") $ctx) }}
 {{- end }}
 {{- end }}
 {{- end }}

@@ -26,7 +26,7 @@ data:
     # server_name must be stable for JetStream (and is required by MQTT): the StatefulSet pod name.
     server_name: $POD_NAME
     listen: 0.0.0.0:4222
-    # Monitoring (health endpoints for the probes); not exposed through the Service.
+    # Monitoring (health endpoints for the probes and `helm test`; read-only).
     http_port: 8222
     # Lame-duck mode (entered by the preStop hook): stop accepting, wait the grace period, then
     # close the clients spread over the rest of the duration, then exit (nats.lameDuck).
@@ -95,7 +95,8 @@ data:
             storage: {{ .jetstream.storageSize }}
 {{- end }}
 {{- if eq $object "Service" }}
-{{- $servicePorts := list (dict "name" "client" "port" .service.port "targetPort" "client") }}
+{{- /* monitor: read-only health and statistics, for `helm test` (templates/tests/nats-healthz.yaml) */}}
+{{- $servicePorts := list (dict "name" "client" "port" .service.port "targetPort" "client") (dict "name" "monitor" "port" 8222 "targetPort" "monitor") }}
 {{- if .mqtt.enabled }}
 {{- $servicePorts = append $servicePorts (dict "name" "mqtt" "port" .mqtt.port "targetPort" "mqtt") }}
 {{- end }}

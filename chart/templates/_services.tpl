@@ -104,7 +104,8 @@ itself) needs the other half. Args: values (ingest's values), default (the code'
 
 {{/*
 One object of one service: its Deployment, its PodDisruptionBudget (only with more than one
-replica), its HorizontalPodAutoscaler (ingest, uiIot, routeDelivery, when on) or its Service (only uiIot has one: nothing outside the other pods talks to them).
+replica), its HorizontalPodAutoscaler (only ingest, uiIot and routeDelivery, when on), or its Service, Ingress and HTTPRoute (only uiIot has them: nothing outside the other
+pods talks to them).
 Every object has a template file of its own (Helm 4 keeps a blank line inside multi-document
 template files). Args: root, key (values key), object (kind).
 */}}
@@ -178,7 +179,11 @@ template files). Args: root, key (values key), object (kind).
 {{- else if eq .object "HorizontalPodAutoscaler" }}
 {{- include "iot.autoscaling.hpa" (merge (dict "key" $key "values" $values) $ctx) }}
 {{- else if and (eq .object "Service") $values.service }}
-{{- include "iot.service" (merge (dict "ports" (list (dict "name" "http" "port" $values.service.port "targetPort" "health"))) $ctx) }}
+{{- include "iot.service" (merge (dict "ports" (list (dict "name" "http" "port" $values.service.port "targetPort" "health")) "service" $values.service "key" (printf "%s.service" $key)) $ctx) }}
+{{- else if and (eq .object "Ingress") $values.ingress }}
+{{- include "iot.exposure.ingress" (merge (dict "key" $key "ingress" $values.ingress "port" $values.service.port "path" "/" "pathKey" "") $ctx) }}
+{{- else if and (eq .object "HTTPRoute") $values.httpRoute }}
+{{- include "iot.exposure.httpRoute" (merge (dict "key" $key "httpRoute" $values.httpRoute "port" $values.service.port "path" "/" "pathKey" "") $ctx) }}
 {{- end }}
 {{- end -}}
 {{- end -}}

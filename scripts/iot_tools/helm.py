@@ -118,6 +118,52 @@ def render(
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
+# `helm template` never prints NOTES.txt, and Helm 3's `install --dry-run` needs a cluster: the
+# notes are rendered by `helm template` from a copy of the chart where this extra template wraps
+# the real NOTES.txt (moved where .Files can read it) into a ConfigMap.
+_NOTES_PROBE = """apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: notes-under-test
+data:
+  NOTES.txt: {{ tpl (.Files.Get "notes-under-test.txt") . | toJson }}
+"""
+
+
+def notes(
+    *,
+    major: int = 3,
+    release: str = "iot",
+    namespace: str = "iot",
+    set_values: tuple[str, ...] = (),
+    kube_version: str = KUBE_VERSION,
+) -> str:
+    """The chart's NOTES.txt as `helm install` would print it, rendered with `helm template`
+    (works the same under Helm 3 and 4, without a cluster).
+
+    Raises HelmRenderError (with Helm's stderr) if the render fails.
+    """
+    import shutil
+    import tempfile
+
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="iot-notes-") as tmp:
+        chart = Path(tmp) / CHART_DIR.name
+        shutil.copytree(CHART_DIR, chart)  # follows the schema symlink: a self-contained copy
+        (chart / "templates" / "NOTES.txt").rename(chart / "notes-under-test.txt")
+        probe = chart / "templates" / "notes-under-test.yaml"
+        probe.write_text(_NOTES_PROBE)
+        result = template(
+            major=major, release=release, namespace=namespace, set_values=set_values,
+            chart=chart, kube_version=kube_version,
+            extra_args=("--show-only", "templates/notes-under-test.yaml"),
+        )
+    if result.returncode != 0:
+        raise HelmRenderError(set_values, result)
+    return yaml.safe_load(result.stdout)["data"]["NOTES.txt"]
+
+
 def by_kind_and_name(docs: list[dict]) -> dict[tuple[str, str], dict]:
     """Rendered documents keyed by (kind, metadata.name)."""
     return {(doc["kind"], doc["metadata"]["name"]): doc for doc in docs}

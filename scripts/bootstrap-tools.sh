@@ -48,8 +48,11 @@ install_checkov() {
     echo "bootstrap-tools: using $CHECKOV for checkov"
     return
   fi
-  if [[ -x "$dest/bin/checkov" ]] && "$dest/bin/python" -m pip show checkov 2>/dev/null \
-      | grep -qx "Version: $CHECKOV_VERSION"; then
+  # pip's output is read whole first: `grep -q` closing the pipe early would fail pip with
+  # SIGPIPE under pipefail, and the check would then reinstall at random.
+  local installed=""
+  [[ -x "$dest/bin/checkov" ]] && installed=$("$dest/bin/python" -m pip show checkov 2>/dev/null || true)
+  if grep -qx "Version: $CHECKOV_VERSION" <<<"$installed"; then
     echo "bootstrap-tools: checkov $CHECKOV_VERSION already in $dest"
     return
   fi

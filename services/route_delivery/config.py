@@ -12,6 +12,7 @@ from services.common.config import (
     RuntimeSettings,
 )
 from services.common.messaging import StreamLimits
+from services.route_delivery.destinations import DestinationGuard
 
 # Budget of one database step of a delivery (pool acquire plus statement).
 DB_STEP_TIMEOUT_SECONDS = 5.0
@@ -48,6 +49,8 @@ class DeliveryConfig:
     # ROUTES as created by whichever of ingest_iot and route_delivery starts first: both read
     # the limits the chart renders.
     routes_limits: StreamLimits
+    # Where webhooks may go (WEBHOOK_ALLOW_CIDRS, WEBHOOK_DENY_CIDRS, WEBHOOK_ALLOW_HOSTS).
+    destinations: DestinationGuard
 
     @classmethod
     def from_env(cls, env: Env) -> DeliveryConfig:
@@ -75,6 +78,10 @@ class DeliveryConfig:
             routes_limits=StreamLimits(
                 max_bytes=env.integer("ROUTES_MAX_BYTES", 1_073_741_824, minimum=1024 * 1024),
                 max_age=env.seconds("ROUTES_MAX_AGE_SECONDS", 86_400, minimum=60)),
+            destinations=DestinationGuard.from_settings(
+                allow_cidrs=env.optional("WEBHOOK_ALLOW_CIDRS"),
+                deny_cidrs=env.optional("WEBHOOK_DENY_CIDRS"),
+                allow_hosts=env.optional("WEBHOOK_ALLOW_HOSTS")),
         )
         # A delivery waiting on a slow webhook is progress, not a stuck worker: the
         # watchdog must allow a whole delivery between two beats.

@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 from urllib.parse import urlsplit
 
@@ -33,10 +33,12 @@ from services.common.health import HealthState
 from services.common.logs import describe_error
 from services.common.retry import Attempts
 from services.route_delivery.config import DB_STEP_TIMEOUT_SECONDS
+from services.route_delivery.destinations import denial_reason
+from services.route_delivery.signing import signed_headers
 
 log = logging.getLogger("delivery")
 
-ROUTE_URL = "SELECT webhook_url FROM message_routes WHERE id = $1 AND enabled"
+ROUTE = "SELECT webhook_url, webhook_secret FROM message_routes WHERE id = $1 AND enabled"
 RECORD_FAILED_ATTEMPT = """
 INSERT INTO delivery_attempts (message_id, route_id, attempts, last_error, updated_at)
 VALUES ($1, $2, 1, $3, now())
@@ -274,24 +276,32 @@ async def connection_from(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connectio
         yield connection
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    url: str
+    # Never logged: repr leaves it out.
+    secret: str = field(repr=False)
+
+
 class RouteCache:
-    """route_id -> webhook URL (None: route gone or disabled), cached for `ttl` seconds."""
+    """route_id -> Route (None: route gone or disabled), cached for `ttl` seconds."""
 
     def __init__(self, pool: asyncpg.Pool, ttl: float) -> None:
         self._pool = pool
         self._ttl = ttl
-        self._entries: BoundedCache[int, tuple[float, str | None]] = BoundedCache(
+        self._entries: BoundedCache[int, tuple[float, Route | None]] = BoundedCache(
             MAX_CACHED_ROUTES)
 
-    async def url(self, route_id: int) -> str | None:
+    async def route(self, route_id: int) -> Route | None:
         cached = self._entries.get(route_id)
         now = time.monotonic()
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
         async with connection_from(self._pool) as connection:
-            url = await connection.fetchval(ROUTE_URL, route_id)
-        self._entries.put(route_id, (now, url))
-        return url
+            row = await connection.fetchrow(ROUTE, route_id)
+        route = None if row is None else Route(row["webhook_url"], row["webhook_secret"])
+        self._entries.put(route_id, (now, route))
+        return route
 
 
 class AttemptLedger:
@@ -305,13 +315,15 @@ class AttemptLedger:
         async with connection_from(self._pool) as connection:
             await connection.execute(FORGET_ATTEMPTS, message_id)
 
-    async def record_failure(self, message_id: str, route: RouteMessage, error: str) -> int:
-        """Count one failed request; the one reaching the limit writes the dead letter and
-        drops the count in the same transaction. Returns the attempts made so far."""
+    async def record_failure(self, message_id: str, route: RouteMessage, error: str, *,
+                             permanent: bool = False) -> int:
+        """Count one failed request; the one reaching the limit, or a permanent failure
+        (a refused destination), writes the dead letter and drops the count in the same
+        transaction. Returns the attempts made so far."""
         async with connection_from(self._pool) as connection, connection.transaction():
             attempts = await connection.fetchval(
                 RECORD_FAILED_ATTEMPT, message_id, route.route_id, error)
-            if attempts >= self._max_attempts:
+            if permanent or attempts >= self._max_attempts:
                 await connection.execute(
                     INSERT_DEAD_LETTER, message_id, route.route_id, route.device_id,
                     route.body.decode(), attempts, error)
@@ -372,19 +384,19 @@ class Deliverer:
             return
         message_id = _message_id(message)
         try:
-            url = await self._routes.url(route_message.route_id)
-            if url is None and message.metadata.num_delivered > 1:
+            route = await self._routes.route(route_message.route_id)
+            if route is None and message.metadata.num_delivered > 1:
                 await self._ledger.forget(message_id)  # attempts made before it went
         except Exception as error:
             await self._database_step_failed(message, error)
             return
         self._database.succeeded()
-        if url is None:
+        if route is None:
             self._health.count("dropped")  # the route was deleted or disabled
             await message.ack()
             return
 
-        key = endpoint_key(url)
+        key = endpoint_key(route.url)
         endpoint = self._endpoints.get_or_create(key, self._new_endpoint)
         if not await endpoint.take_slot():
             self._health.count("deferred")
@@ -396,33 +408,39 @@ class Deliverer:
                 self._health.count("deferred")
                 await message.nak(delay=jittered(admission.wait))
                 return
-            error = await self._attempt(key, endpoint, admission, url=url,
-                                        route_message=route_message, message_id=message_id)
+            outcome = await self._attempt(key, endpoint, admission, route=route,
+                                          route_message=route_message, message_id=message_id)
         finally:
             endpoint.release_slot()
 
-        if error is None:
+        if outcome.error is None:
             await self._delivered(message, message_id)
         else:
-            await self._failed(message, message_id, route_message, error)
+            await self._failed(message, message_id, route_message, outcome.error,
+                               permanent=outcome.denied)
 
     async def _attempt(
-        self, key: str, endpoint: Endpoint, admission: Admission, *, url: str,
+        self, key: str, endpoint: Endpoint, admission: Admission, *, route: Route,
         route_message: RouteMessage, message_id: str,
-    ) -> str | None:
-        """One real request, its outcome told to the endpoint's circuit."""
+    ) -> Outcome:
+        """One real request, its outcome told to the endpoint's circuit. A destination the
+        guard refuses was never contacted: not timed, not told to the circuit."""
         sent = time.monotonic()
         try:
-            error = await self._post(url, route_message, message_id)
+            outcome = await self._post(route, route_message, message_id)
         except BaseException:
             endpoint.breaker.abandon(trial=admission.trial)  # cancelled (shutdown) or a bug
             raise
+        if outcome.denied:
+            endpoint.breaker.abandon(trial=admission.trial)
+            return outcome
+        error = outcome.error
         now = time.monotonic()
         endpoint.took(now - sent)
         self._request_seconds.labels(_request_result(error)).observe(now - sent)
         self._log_transition(key, endpoint.breaker.record(error is None, now,
                                                           trial=admission.trial))
-        return error
+        return outcome
 
     async def _delivered(self, message: Msg, message_id: str) -> None:
         if message.metadata.num_delivered > 1:  # a first delivery has no earlier attempts
@@ -443,16 +461,26 @@ class Deliverer:
         await message.ack()
 
     async def _failed(
-        self, message: Msg, message_id: str, route_message: RouteMessage, error: str
+        self, message: Msg, message_id: str, route_message: RouteMessage, error: str, *,
+        permanent: bool = False,
     ) -> None:
         try:
-            attempts = await self._ledger.record_failure(message_id, route_message, error)
+            attempts = await self._ledger.record_failure(message_id, route_message, error,
+                                                         permanent=permanent)
         except Exception as db_error:
             # The attempt is not counted (it cannot be): the message comes back and is
             # attempted again, so an outage can add attempts but never lose a message.
             await self._database_step_failed(message, db_error)
             return
         self._database.succeeded()
+        if permanent:
+            # Never retried: the same URL resolves to a refused address again (and rebinding
+            # it until it is allowed is what the guard is for).
+            log.warning("route %d: dead letter without retry (%s)", route_message.route_id,
+                        error)
+            self._health.count("failed")
+            await message.ack()
+            return
         if attempts >= self._settings.max_attempts:
             log.warning("route %d: dead letter after %d attempts (%s)",
                         route_message.route_id, attempts, error)
@@ -463,20 +491,26 @@ class Deliverer:
         await message.nak(delay=retry_delay(
             attempts, self._settings.retry_backoff, self._settings.retry_backoff_max))
 
-    async def _post(self, url: str, route_message: RouteMessage, message_id: str) -> str | None:
-        """None when delivered, else a short description of the failure. Redirects are not
-        followed: a POST must not be re-sent to wherever a 3xx points."""
-        headers = {"Content-Type": "application/json", "Idempotency-Key": message_id}
+    async def _post(self, route: Route, route_message: RouteMessage,
+                    message_id: str) -> Outcome:
+        """The request's outcome: delivered (no error), failed, or refused by the destination
+        guard. Redirects are not followed: a POST must not be re-sent to wherever a 3xx
+        points (nor to an address the guard never saw)."""
+        headers = {"Content-Type": "application/json", "Idempotency-Key": message_id,
+                   **signed_headers(route.secret, route_message.body)}
         try:
-            async with self._session.post(url, data=route_message.body, headers=headers,
+            async with self._session.post(route.url, data=route_message.body, headers=headers,
                                           timeout=self._timeout,
                                           allow_redirects=False) as response:
                 if 200 <= response.status < 300:
-                    return None
-                return f"HTTP {response.status}"
+                    return Outcome(None)
+                return Outcome(f"HTTP {response.status}")
         # ValueError: a webhook URL aiohttp cannot use; the route's data, not our bug.
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-            return describe_error(error)
+            denied = denial_reason(error)
+            if denied is not None:
+                return Outcome(denied, denied=True)
+            return Outcome(describe_error(error))
 
     async def _database_step_failed(self, message: Msg, error: Exception) -> None:
         """A database step failed: no attempt is counted. Dependency trouble re-offers the
@@ -500,6 +534,14 @@ class Deliverer:
                         self._settings.circuit_open_seconds)
         elif transition is Transition.CLOSED:
             log.info("circuit for %s closed: the endpoint answers again", endpoint)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    # None: delivered; else a short description of the failure.
+    error: str | None
+    # The destination guard refused the address: a permanent failure, nothing was sent.
+    denied: bool = False
 
 
 def _request_result(error: str | None) -> str:

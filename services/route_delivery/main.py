@@ -22,6 +22,7 @@ from services.common.runtime import run
 from services.common.workers import Workers
 from services.route_delivery.config import DB_STEP_TIMEOUT_SECONDS, DeliveryConfig
 from services.route_delivery.delivery import Deliverer, DeliverySettings, connection_from
+from services.route_delivery.destinations import guarded_connector
 
 NAME = "route_delivery"
 log = logging.getLogger("delivery")
@@ -139,8 +140,12 @@ class RouteDeliveryService:
         if self._stopping:
             return
         config = self._config
+        # Every webhook connection goes through the destination guard. trust_env stays off:
+        # a proxy from the environment would connect on our behalf to addresses the guard
+        # never sees.
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=config.concurrency))
+            connector=guarded_connector(config.destinations, limit=config.concurrency),
+            trust_env=False)
         deliverer = Deliverer(
             session=self._session,
             pool=self._pool,

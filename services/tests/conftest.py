@@ -82,6 +82,9 @@ def service_env(db: Database, nats: NatsServer | None, **extra: str) -> dict[str
         "DRAIN_DELAY_SECONDS": "1",
         "SHUTDOWN_TIMEOUT_SECONDS": "15",
         "LOG_LEVEL": "INFO",
+        # The test webhooks listen on 127.0.0.1, which route_delivery refuses by default:
+        # allowed here explicitly (test_webhook_guard.py removes it to test the default).
+        "WEBHOOK_ALLOW_CIDRS": "127.0.0.1/32",
     }
     env.update(extra)
     return env

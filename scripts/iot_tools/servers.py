@@ -66,6 +66,16 @@ class NatsServer:
     With `user` set, clients must authenticate with `user`/`password` (a config file the
     server re-reads on `reload()`: changing the password there makes the server close every
     connection that used the old one, with "Authorization Violation").
+
+    With `config_text`, the server runs that configuration instead (e.g. the chart's nats.conf,
+    its listen/http/store lines pointed at `port`, `monitor_port` and the workdir by the
+    caller), with `env` added to its environment (the variables the conf references, as the
+    pod's env would give them).
+
+    `streams`: at its first start, the platform's JetStream streams are created, as the
+    chart's `streams` init container does before the services start (services.migrate.nats:
+    the services no longer create them). It needs a plain, open client port: off with `tls`
+    or `config_text`.
     """
 
     workdir: Path
@@ -76,6 +86,10 @@ class NatsServer:
     password: str | None = None
     # (certificate, key) PEM files: the client port then requires TLS.
     tls: tuple[Path, Path] | None = None
+    config_text: str | None = None
+    env: dict[str, str] | None = None
+    streams: bool = True
+    _streams_created: bool = False
 
     @property
     def url(self) -> str:
@@ -89,6 +103,9 @@ class NatsServer:
         return self.workdir / "nats.conf"
 
     def _write_config(self) -> None:
+        if self.config_text is not None:
+            self.config_path.write_text(self.config_text)
+            return
         # Everything in the file, nothing on the command line: on SIGHUP the server re-reads
         # the file alone, and refuses a reload in which a flag-only setting would change.
         lines = [
@@ -112,11 +129,25 @@ class NatsServer:
         self.process = subprocess.Popen(
             [str(_executable("nats-server")), "-c", str(self.config_path)],
             stdout=log, stderr=log, start_new_session=True,
+            env={**os.environ, **(self.env or {})},
         )
         log.close()
         wait_for_port(self.port, 15, self.process)
         self._wait_jetstream_ready()
+        if self.streams and not self._streams_created:
+            self._create_streams()
         return self
+
+    def _create_streams(self) -> None:
+        if self.tls is not None or self.config_text is not None:
+            raise ServerStartError("NatsServer(streams=True) needs a plain client port "
+                                   "without a custom config: pass streams=False")
+        import asyncio
+
+        from services.migrate.nats import create_streams
+
+        asyncio.run(create_streams(self.url))
+        self._streams_created = True
 
     def _wait_jetstream_ready(self, timeout: float = 15) -> None:
         import urllib.request

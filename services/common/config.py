@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -193,6 +194,8 @@ class RuntimeSettings:
 
 
 # libpq's sslmode values; asyncpg reads PGSSLMODE and PGSSLROOTCERT itself, as libpq does.
+# Dot-separated subject tokens, no wildcards or spaces: the client appends `.<id>` to it.
+INBOX_PREFIX = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
@@ -227,12 +230,15 @@ class DatabaseSettings:
 class NatsSettings:
     """Where NATS is and how to log in: NATS_URL; NATS_USER and NATS_PASSWORD (from a Secret,
     never in the URL in a deployment); NATS_TLS_CA_FILE, the CA the server's certificate is
-    checked against (TLS itself follows the server, or a tls:// URL)."""
+    checked against (TLS itself follows the server, or a tls:// URL); NATS_INBOX_PREFIX, the
+    prefix of the client's reply subjects (a user whose subscribe permission is only its own
+    `_INBOX.<user>.>` cannot read another user's replies)."""
 
     url: str
     user: str | None = None
     password: str | None = field(default=None, repr=False)
     tls_ca_file: str | None = None
+    inbox_prefix: str = "_INBOX"
 
     @classmethod
     def from_env(cls, env: Env) -> NatsSettings:
@@ -245,5 +251,10 @@ class NatsSettings:
             raise ConfigError("NATS_USER", "is required when NATS_PASSWORD is set")
         if user is not None and urlsplit(url).username is not None:
             raise ConfigError("NATS_URL", "carries credentials while NATS_USER is set: use one")
+        inbox_prefix = env.text("NATS_INBOX_PREFIX", "_INBOX")
+        if not INBOX_PREFIX.fullmatch(inbox_prefix):
+            raise ConfigError("NATS_INBOX_PREFIX", "must be subject tokens without wildcards "
+                              f"(e.g. _INBOX.ingest), got {inbox_prefix!r}")
         return cls(url=url, user=user, password=password,
-                   tls_ca_file=env.readable_file("NATS_TLS_CA_FILE"))
+                   tls_ca_file=env.readable_file("NATS_TLS_CA_FILE"),
+                   inbox_prefix=inbox_prefix)

@@ -24,13 +24,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from services.common import db
 from services.common.health import CheckResult, HealthState
-from services.common.messaging import ByteBudget, NatsLink, PullConsumer, ensure_stream, settle
+from services.common.messaging import ByteBudget, NatsLink, PullConsumer, require_stream, settle
 from services.common.messaging.lean import LeanPullConsumer, Pulled
 from services.common.retry import Attempts
 from services.ingest_iot.config import IngestConfig
@@ -42,7 +43,7 @@ from services.ingest_iot.store import (
     commit_isolating,
     routed_devices,
 )
-from services.ingest_iot.telemetry import Reading, parse_reading
+from services.ingest_iot.telemetry import Reading, check_sender, parse_reading
 
 log = logging.getLogger("pipeline")
 
@@ -54,6 +55,11 @@ FAN_OUT_IN_FLIGHT = 1000
 # Messages validated between two yields to the event loop (about 0.7 ms of work at the
 # bench's rate): /ready and /health are answered in between.
 VALIDATION_SLICE = 100
+# Histogram buckets: BATCH_SIZE is 1 to 10,000 (500 by default); a commit takes milliseconds
+# and is abandoned at COMMIT_TIMEOUT_SECONDS.
+BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10_000)
+COMMIT_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                          5.0, 10.0, 30.0, 60.0)
 # Put on the queue by the fetcher after its last batch: the writer drains up to it, then ends.
 END_OF_FETCH: list[Pulled] = []
 
@@ -70,7 +76,8 @@ class IngestPipeline:
         self._consumer = consumer_class(
             nats_link, health, config.telemetry_stream, config.durable,
             ack_wait=config.ack_wait, max_ack_pending=config.max_ack_pending,
-            also_ensure=(config.routes_stream,),  # we publish into it; route_delivery consumes
+            # We publish into it (route_delivery consumes); its owner creates it.
+            also_require=(config.routes_stream,),
         )
         self._budget = ByteBudget(config.max_buffered_bytes)
         self._fetched: asyncio.Queue[list[Pulled]] = asyncio.Queue(config.prefetch_batches)
@@ -85,6 +92,19 @@ class IngestPipeline:
         self._fan_out = Attempts(health.dependency("nats"), "route fan-out",
                                  progress=self._progress)
         self._check_routes_stream = False
+        metrics = health.metrics
+        self._batch_size = metrics.histogram(
+            "iot_ingest_batch_size_messages", "Messages per committed batch.",
+            BATCH_SIZE_BUCKETS)
+        self._commit_seconds = metrics.histogram(
+            "iot_ingest_commit_seconds",
+            "One batch's INSERT … unnest statement and commit, when it succeeds.",
+            COMMIT_SECONDS_BUCKETS)
+        self._rejected = metrics.counter(
+            "iot_ingest_rejected",
+            "Messages quarantined, by reason, counted when their batch commits (a message "
+            "redelivered after its commit counts again; the rows are iot_ingest_messages "
+            "outcome=quarantined).", ["reason"])
 
     def check(self) -> CheckResult:
         """Readiness check "batch_writer": the writer runs."""
@@ -148,7 +168,8 @@ class IngestPipeline:
         for start in range(0, len(batch), VALIDATION_SLICE):
             if start:
                 await asyncio.sleep(0)
-            entries += [Entry(message, parse_reading(message.data, limits, window))
+            entries += [Entry(message, check_sender(parse_reading(message.data, limits, window),
+                                                    message.subject))
                         for message in batch[start:start + VALIDATION_SLICE]]
         return entries
 
@@ -200,6 +221,7 @@ class IngestPipeline:
         self._health.count("ingested", result.stored)
         self._health.count("duplicates", readings - result.stored - result.refused)
         self._health.count("quarantined", result.quarantined)
+        self._count_rejections(entries, result)
 
         routed = [(route, entry.outcome) for entry in entries
                   if isinstance(entry.outcome, Reading)
@@ -212,6 +234,17 @@ class IngestPipeline:
                 await asyncio.sleep(0)  # 500 acks in a row would hold the loop for ms
             await settle(batch[start:start + VALIDATION_SLICE], lambda message: message.ack())
         self._health.count("batches")
+        self._batch_size.observe(len(batch))
+
+    def _count_rejections(self, entries: list[Entry], result: CommitResult) -> None:
+        reasons: dict[str, int] = {}
+        for entry in entries:
+            if not isinstance(entry.outcome, Reading):
+                reasons[entry.outcome.reason] = reasons.get(entry.outcome.reason, 0) + 1
+        if result.refused:
+            reasons["rejected_by_database"] = result.refused
+        for reason, count in reasons.items():
+            self._rejected.labels(reason).inc(count)
 
     async def _store(self, entries: list[Entry]) -> CommitResult:
         return await commit_isolating(entries, lambda part: self._commits.run(
@@ -220,7 +253,10 @@ class IngestPipeline:
     async def _commit(self, entries: list[Entry]) -> CommitResult:
         rows = BatchRows.of(entries, self._config.max_payload_bytes)
         connection = await self._connection.get()
-        return await commit_batch(connection, rows, COMMIT_TIMEOUT_SECONDS)
+        started = time.monotonic()
+        result = await commit_batch(connection, rows, COMMIT_TIMEOUT_SECONDS)
+        self._commit_seconds.observe(time.monotonic() - started)
+        return result
 
     @contextlib.asynccontextmanager
     async def _keep_in_progress(self, batch: list[Pulled]) -> AsyncIterator[None]:
@@ -247,7 +283,9 @@ class IngestPipeline:
         retried."""
         js = self._nats.jetstream
         if self._check_routes_stream:
-            await ensure_stream(js, self._config.routes_stream)  # deleted? create it again
+            # Deleted? Then say so (StreamMissingError names it in the "nats" check) until
+            # the owner has created it again: this service may not.
+            await require_stream(js, self._config.routes_stream)
             self._check_routes_stream = False
         for start in range(0, len(routed), FAN_OUT_IN_FLIGHT):
             publishes = []

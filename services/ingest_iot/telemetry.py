@@ -3,6 +3,13 @@
 A message is JSON `{"device_id": str, "ts": RFC 3339 timestamp, "metrics": {name: number}}`.
 Anything else is rejected with a short machine-readable reason and quarantined.
 
+Its subject says who sent it: EMQX lets a device publish only to `telemetry/<its client id>`
+and the bridge maps that topic to the subject `telemetry.<client id>`. A valid reading whose
+`device_id` is not that client id is refused as device_id_mismatch (a device speaking for
+another); one on a subject with no single device token after `telemetry.` (not something the
+bridge forwards: nobody can vouch for its device) as subject_without_device. Payload problems
+are reported first: a reading that is both malformed and mismatched keeps its payload reason.
+
 The rule: whatever this module accepts, PostgreSQL accepts too. A value the database
 would refuse (a NUL or an unpaired surrogate in a metric name, a timestamp that leaves
 PostgreSQL's range once converted to UTC, a number outside float8) is rejected here, by
@@ -138,3 +145,26 @@ def _forbidden_character_in(text: str) -> bool:
     if text.isascii():
         return "\x00" in text
     return FORBIDDEN_IN_TEXT.search(text) is not None
+
+
+SUBJECT_ROOT = "telemetry"
+
+
+def device_of_subject(subject: str) -> str | None:
+    """The device a telemetry subject names (`telemetry.<device>`), None if it names none."""
+    root, _, device = subject.partition(".")
+    if root != SUBJECT_ROOT or not device or "." in device:
+        return None
+    return device
+
+
+def check_sender(outcome: Reading | Rejection, subject: str) -> Reading | Rejection:
+    """`outcome` if it is a rejection already or its device is the subject's; else why not."""
+    if isinstance(outcome, Rejection):
+        return outcome
+    device = device_of_subject(subject)
+    if device is None:
+        return Rejection("subject_without_device")
+    if device != outcome.device_id:
+        return Rejection("device_id_mismatch")
+    return outcome

@@ -59,7 +59,7 @@ def pki() -> Iterator[dict[str, Path]]:
 def secured_nats(pki) -> Iterator[NatsServer]:
     """A nats-server that requires TLS and a user/password login."""
     server = NatsServer(temp_workdir("iot-test-nats-auth-"), user=USER, password=PASSWORD,
-                        tls=(pki["cert"], pki["key"])).start()
+                        tls=(pki["cert"], pki["key"]), streams=False).start()
     yield server
     server.stop()
     shutil.rmtree(server.workdir, ignore_errors=True)

@@ -29,6 +29,9 @@ from iot_tools.faults import Invariants, TcpProxy, publish_raw, wait_accounted
 from iot_tools.feed import SteadyFeed, encode, publish_batch, reading
 from iot_tools.servers import NatsServer, temp_workdir
 from iot_tools.services import wait_until
+from nats.js.errors import NotFoundError
+
+from services.migrate.nats import create_streams
 
 from .conftest import Database, service_env
 
@@ -258,11 +261,14 @@ def test_deleted_durable_consumer_is_recreated_and_nothing_is_lost_or_stored_twi
     record("consumer-deleted", ready_503=not_ready, ready_200=ready, rss_mb=watch.max_rss_mb())
 
 
-def test_deleted_stream_is_recreated_by_ingest_and_later_readings_are_stored(
+def test_deleted_stream_keeps_ingest_not_ready_until_the_owner_creates_it_again(
         launch, database, nats_server):
-    """The stream's unconsumed messages go with it (an operator's act); what matters is that
-    ingest re-creates the stream and consumes it again. One malformed message in each
-    stream's life, at the same stream sequence: the new stream numbers from 1 again, and
+    """The stream's unconsumed messages go with it (an operator's act). Ingest may not create
+    a stream (the chart's NATS user for it has no such permission, test_nats_permissions.py):
+    it stays NotReady, its "consumer" check failing and its log naming the missing stream,
+    until the owner (services.migrate.nats, the chart's `streams` init container) creates it
+    again; then it binds and consumes the new stream by itself. One malformed message in
+    each stream's life, at the same stream sequence: the new stream numbers from 1 again, and
     its quarantine row must not be taken for the old one's."""
     poison = ("telemetry.bad", b"{not json")
     service = launch("ingest_iot", ingest_env(database, nats_server.url))
@@ -273,10 +279,21 @@ def test_deleted_stream_is_recreated_by_ingest_and_later_readings_are_stored(
 
         deleted_at = watch.mark()
         jetstream(nats_server.url, lambda js: js.delete_stream("TELEMETRY"))
-        not_ready = watch.wait_for("ready", 503, deleted_at, 0)  # as for the consumer
-        ready = watch.wait_stable_ready(deleted_at, 20)
+        not_ready = watch.wait_for("ready", 503, deleted_at, 10)
+        assert not_ready is not None and not_ready <= 5, watch.describe()
+        time.sleep(3)
+        waited_at = watch.mark()
+        assert 200 not in watch.ready_statuses(deleted_at + not_ready, waited_at)
+        checks = json.loads(service.get("/ready").body)["checks"]
+        assert checks["consumer"]["status"] == "fail"
+        assert "stream TELEMETRY missing: waiting for the owner to create it" in \
+            service.log_text()
+        with pytest.raises(NotFoundError):  # ingest did not create it
+            jetstream(nats_server.url, lambda js: js.stream_info("TELEMETRY"))
+
+        asyncio.run(create_streams(nats_server.url))
+        ready = watch.wait_stable_ready(waited_at, 20)
         assert ready is not None and ready <= 10, f"{ready}\n{watch.describe()}"
-        # publish_raw does not create the stream: ingest must have.
         publish_raw(nats_server.url, [poison, *readings(READINGS, READINGS)])
         assert_exactly_once(database, 2 * READINGS + 2, quarantined=2, timeout=30)
     assert_same_process_live_and_small(service, watch)

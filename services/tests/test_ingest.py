@@ -34,8 +34,9 @@ def test_published_readings_are_stored_once_with_devices_and_counters(launch, da
                                                                       nats_server):
     service = launch("ingest_iot", service_env(database, nats_server))
     service.wait_ready()
-    payloads = [(f"telemetry.d{i % 7}", json.dumps(reading(i, devices=7)).encode())
-                for i in range(3000)]
+    documents = [reading(i, devices=7) for i in range(3000)]
+    payloads = [(f"telemetry.{doc['device_id']}", json.dumps(doc).encode())
+                for doc in documents]
     asyncio.run(publish_batch(nats_server.url, payloads))
     stored_exactly_once(database, 3000)
     assert database.count("devices", "status = 'online'") == 7
@@ -61,7 +62,7 @@ def test_malformed_telemetry_is_quarantined_with_its_reason_and_the_service_stay
         "payload_too_large": json.dumps({"device_id": "d", "ts": RECENT_TS,
                                          "metrics": {"t": 1}, "pad": "x" * 2000}).encode(),
     }
-    asyncio.run(publish_batch(nats_server.url, [("telemetry.ok", good)]
+    asyncio.run(publish_batch(nats_server.url, [(f"telemetry.{reading(1)['device_id']}", good)]
                               + [("telemetry.bad", payload) for payload in bad.values()]))
     assert wait_until(lambda: database.count("quarantine") == len(bad), 20) is not None
     reasons = set(database.sql("SELECT reason FROM quarantine").split())

@@ -24,7 +24,13 @@ from iot_tools.feed import ensure_telemetry_stream
 from iot_tools.services import wait_until
 
 from services.ingest_iot.store import BatchRows, Entry, commit_batch, commit_isolating
-from services.ingest_iot.telemetry import Reading, ReadingLimits, Rejection, parse_reading
+from services.ingest_iot.telemetry import (
+    DEVICE_ID,
+    Reading,
+    ReadingLimits,
+    Rejection,
+    parse_reading,
+)
 
 from .conftest import service_env
 
@@ -179,11 +185,23 @@ async def publish(url: str, messages: list[bytes]) -> list[int]:
     try:
         js = connection.jetstream()
         await ensure_telemetry_stream(js)
-        acks = await asyncio.gather(*(js.publish("telemetry.prop", payload)
+        acks = await asyncio.gather(*(js.publish(subject_of(payload), payload)
                                       for payload in messages))
         return [ack.seq for ack in acks]
     finally:
         await connection.close()
+
+
+def subject_of(payload: bytes) -> str:
+    """The subject the bridge would carry it on: its device's, as EMQX's ACL allows (a
+    payload without a usable device_id goes on telemetry.prop, and is quarantined anyway)."""
+    try:
+        device = json.loads(payload)["device_id"]
+    except Exception:  # not a reading: its subject does not matter
+        return "telemetry.prop"
+    if isinstance(device, str) and DEVICE_ID.fullmatch(device):
+        return f"telemetry.{device}"
+    return "telemetry.prop"
 
 
 def reading_key(payload: bytes) -> str | None:

@@ -1,5 +1,10 @@
 """NATS: one connection per process that reconnects forever and reports its state, and
-the JetStream streams the platform uses, defined once for every service that touches them."""
+the JetStream streams the platform uses, defined once for every program that touches them.
+
+The streams are managed by their owner alone (services.migrate.nats, the chart's `streams`
+init container, with the owner's NATS login): the services only look them up, and create and
+bind their own durable consumer. A service's NATS user has no permission to create, change or
+delete a stream."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import contextlib
 import json
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -18,6 +24,7 @@ from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
+    ConsumerInfo,
     DeliverPolicy,
     RetentionPolicy,
     StorageType,
@@ -29,6 +36,7 @@ from services.common.config import NatsSettings
 from services.common.faults import Fault, classify
 from services.common.health import CheckResult, HealthState
 from services.common.logs import describe_error, redact_url
+from services.common.metrics import ConsumerPosition
 from services.common.retry import Backoff
 
 log = logging.getLogger("nats-link")
@@ -176,6 +184,10 @@ def credentials_options(settings: NatsSettings) -> dict:
     if settings.user is not None:
         options["user"] = settings.user
         options["password"] = settings.password
+    if settings.inbox_prefix != "_INBOX":
+        # Replies (JetStream API answers, pull deliveries) come back under this prefix, the
+        # only subjects the user may subscribe to.
+        options["inbox_prefix"] = settings.inbox_prefix
     if settings.tls_ca_file is not None:
         # Read once per client: a rotated CA in the mounted Secret is picked up on reconnect.
         options["tls"] = ssl.create_default_context(cafile=settings.tls_ca_file)
@@ -238,9 +250,31 @@ TELEMETRY = telemetry_stream()
 ROUTES = routes_stream()
 
 
+class StreamMissingError(nats.errors.Error):
+    """A stream the service needs is not on the server: only its owner creates it."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(f"stream {stream} missing: waiting for the owner to create it")
+        self.stream = stream
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+async def require_stream(js: JetStreamContext, stream: Stream) -> list[str]:
+    """How the server's stream differs from ours; StreamMissingError when it is not there.
+    (A service never creates a stream: its NATS user may not.)"""
+    try:
+        info = await js.stream_info(stream.name)
+    except NotFoundError:
+        raise StreamMissingError(stream.name) from None
+    return stream.differences(info.config)
+
+
 async def ensure_stream(js: JetStreamContext, stream: Stream) -> list[str]:
-    """Create the stream if it does not exist. An existing stream is left as it is (an
-    operator may have changed it on purpose); how it differs from ours is returned."""
+    """Create the stream if it does not exist (the owner's tool, and the tests' and the
+    bench's: services.migrate.nats applies the chart's limits). An existing stream is left as
+    it is; how it differs from ours is returned."""
     try:
         info = await js.stream_info(stream.name)
     except NotFoundError:
@@ -414,12 +448,15 @@ async def _collect(inbox, messages: list[Msg], batch: int, deadline: float, loop
 
 class PullConsumer:
     """A durable pull consumer that binds once NATS is there, keeps fetching across outages
-    (the durable on the server keeps our place), and heals itself: a consumer or stream
-    deleted on the server is noticed within CONSUMER_CHECK_SECONDS and created again, the
-    consumer resuming after the last acknowledged sequence the service saw (its ack floor,
-    looked up at every check), so nothing is lost and at most the few messages acked since
-    the last check are delivered again (the idempotent insert absorbs them). A stream that
-    was itself deleted starts anew from its first message.
+    (the durable on the server keeps our place), and heals itself: a consumer deleted on the
+    server is noticed within CONSUMER_CHECK_SECONDS and created again, resuming after the
+    last acknowledged sequence the service saw (its ack floor, looked up at every check), so
+    nothing is lost and at most the few messages acked since the last check are delivered
+    again (the idempotent insert absorbs them). A deleted stream is not the service's to
+    create: the check fails ("stream X missing: waiting for the owner to create it") until
+    the owner has created it again, and the consumer then starts anew from its first message.
+    `also_require` names further streams that must exist before it binds (ingest publishes
+    into ROUTES).
 
     Its state is the readiness check "consumer".
     """
@@ -433,7 +470,7 @@ class PullConsumer:
         *,
         ack_wait: float,
         max_ack_pending: int,
-        also_ensure: tuple[Stream, ...] = (),
+        also_require: tuple[Stream, ...] = (),
     ) -> None:
         self._link = link
         self._health = health
@@ -441,7 +478,8 @@ class PullConsumer:
         self._durable = durable
         self._ack_wait = ack_wait
         self._max_ack_pending = max_ack_pending
-        self._also_ensure = also_ensure
+        self._also_require = also_require
+        self._missing_reported: str | None = None
         self._subscription: JetStreamContext.PullSubscription | None = None
         self._generation = -1
         self._ack_floor: int | None = None
@@ -449,7 +487,11 @@ class PullConsumer:
         self._unbound_because = "not bound yet"
         self._reported_differences: set[str] = set()
         self._stopping = False
+        # The backlog as the last consumer info showed it (bind, and every periodic check):
+        # /metrics reads this, and never asks the server itself.
+        self._position: ConsumerPosition | None = None
         health.add_check("consumer", self.check)
+        health.metrics.watch_consumer(stream.name, durable, lambda: self._position)
 
     @property
     def bound(self) -> bool:
@@ -476,6 +518,9 @@ class PullConsumer:
                 try:
                     await self._bind()
                     backoff.reset()
+                except StreamMissingError as error:
+                    self._stream_missing(error)
+                    await backoff.wait()
                 except Exception as error:
                     if classify(error) is Fault.BUG:
                         raise
@@ -514,11 +559,18 @@ class PullConsumer:
             with contextlib.suppress(*NATS_TROUBLE):
                 await subscription.unsubscribe()
 
+    def _stream_missing(self, error: StreamMissingError) -> None:
+        if self._missing_reported != error.stream:
+            self._missing_reported = error.stream
+            log.warning("%s", error)
+        self._unbind(str(error))
+
     async def _bind(self) -> None:
         js = self._link.jetstream
-        for stream in (self._stream, *self._also_ensure):
-            differences = await ensure_stream(js, stream)
+        for stream in (self._stream, *self._also_require):
+            differences = await require_stream(js, stream)
             self._report_differences(f"stream {stream.name}", differences)
+        self._missing_reported = None
         generation = self._link.generation
         try:
             info = await js.consumer_info(self._stream.name, self._durable)
@@ -528,6 +580,7 @@ class PullConsumer:
             self._report_differences(f"{self._stream.name}/{self._durable}",
                                      self._consumer_differences(info.config))
         self._ack_floor = info.ack_floor.stream_seq if info.ack_floor else None
+        self._position = _position(info)
         self._subscription = await self._subscribe(js)
         self._generation = generation
         self._checked_at = asyncio.get_running_loop().time()
@@ -564,8 +617,8 @@ class PullConsumer:
         try:
             info = await self._link.jetstream.consumer_info(self._stream.name, self._durable)
         except NotFoundError:
-            log.warning("durable %s on %s is gone (deleted?); re-creating it", self._durable,
-                        self._stream.name)
+            log.warning("durable %s on %s is gone (deleted, or its stream?); binding anew",
+                        self._durable, self._stream.name)
             self._unbind("consumer deleted; re-creating")
             return
         except Exception as error:
@@ -574,6 +627,7 @@ class PullConsumer:
             return  # NATS trouble: the "nats" check shows it; the next fetch will retry
         if info.ack_floor is not None:
             self._ack_floor = info.ack_floor.stream_seq
+        self._position = _position(info)
 
     def _unbind(self, why: str) -> None:
         subscription, self._subscription = self._subscription, None
@@ -602,6 +656,11 @@ class PullConsumer:
             self._reported_differences.update(f"{what}: {difference}" for difference in new)
             log.warning("%s differs from this service's settings, left as it is: %s", what,
                         "; ".join(new))
+
+
+def _position(info: ConsumerInfo) -> ConsumerPosition:
+    return ConsumerPosition(pending=info.num_pending or 0, ack_pending=info.num_ack_pending or 0,
+                            redelivered=info.num_redelivered or 0, fetched_at=time.monotonic())
 
 
 async def settle(messages: list[Msg], action: Callable[[Msg], Awaitable[None]]) -> None:

@@ -50,6 +50,14 @@ and implemented by its clients):
    message's reply subject, buffered by the client and written in one go by its flusher (the
    caller settles a whole batch, then yields). JetStream treats a lost ack as no ack: the
    message is redelivered after the ack wait, which the idempotent insert absorbs.
+
+The subjects the loop and its binding use, and so all that its NATS user is granted (the chart's
+nats.conf, chart/templates/_nats.tpl; services/tests/test_nats_permissions.py runs the loop as
+that user): publish to `$JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>` (pull requests),
+`$JS.ACK.<stream>.<durable>.>` (acks, naks, in-progress), `$JS.FC.<stream>.<durable>.>` (rule 5's
+answers), `$JS.API.CONSUMER.INFO.<stream>.<durable>` and `$JS.API.CONSUMER.DURABLE.CREATE.<stream>.
+<durable>` (binding and healing), `$JS.API.STREAM.INFO.<stream>` (is the stream there; where to
+resume); subscribe to `<NATS_INBOX_PREFIX>.>` (the inboxes, and JetStream API replies).
 """
 
 from __future__ import annotations
@@ -77,6 +85,7 @@ from services.common.messaging import (
     NatsLink,
     PullConsumer,
     Stream,
+    StreamMissingError,
 )
 from services.common.retry import Backoff
 
@@ -218,13 +227,13 @@ class LeanPullConsumer(PullConsumer):
         *,
         ack_wait: float,
         max_ack_pending: int,
-        also_ensure: tuple[Stream, ...] = (),
+        also_require: tuple[Stream, ...] = (),
         in_flight: int = IN_FLIGHT,
         expires: float = EXPIRES_SECONDS,
         idle_heartbeat: float = IDLE_HEARTBEAT_SECONDS,
     ) -> None:
         super().__init__(link, health, stream, durable, ack_wait=ack_wait,
-                         max_ack_pending=max_ack_pending, also_ensure=also_ensure)
+                         max_ack_pending=max_ack_pending, also_require=also_require)
         if idle_heartbeat * 2 > expires:
             raise ValueError("idle_heartbeat must be at most half of expires")
         self._in_flight = in_flight
@@ -271,6 +280,9 @@ class LeanPullConsumer(PullConsumer):
                 try:
                     await self._bind()
                     backoff.reset()
+                except StreamMissingError as error:
+                    self._stream_missing(error)
+                    await backoff.wait()
                 except Exception as error:
                     if classify(error) is Fault.BUG:
                         raise

@@ -16,13 +16,13 @@ and memory.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -97,21 +97,56 @@ class _CountersCollector(Collector):
         yield family
 
 
-class _ReadGauge(Collector):
-    """A gauge whose value (per label set) another component keeps current in memory."""
+@dataclass(frozen=True, slots=True)
+class ConsumerPosition:
+    """A JetStream consumer's backlog as its last consumer info showed it (fetched by the
+    consumer's own periodic check, never by a scrape)."""
 
-    def __init__(self, name: str, documentation: str, labels: Sequence[str],
-                 read: Callable[[], Iterable[tuple[Sequence[str], float]]]) -> None:
-        self._name = name
-        self._documentation = documentation
-        self._labels = list(labels)
-        self._read = read
+    pending: int  # in the stream, not yet delivered to the consumer: the lag
+    ack_pending: int  # delivered, not yet acknowledged
+    redelivered: int  # delivered more than once and not yet acknowledged
+    fetched_at: float  # time.monotonic() of the consumer info
+
+
+class _ConsumersCollector(Collector):
+    """The backlog of every JetStream consumer of the process, as last fetched."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._consumers: dict[tuple[str, str], Callable[[], ConsumerPosition | None]] = {}
+
+    def add(self, stream: str, consumer: str,
+            read: Callable[[], ConsumerPosition | None]) -> None:
+        self._consumers[(stream, consumer)] = read
 
     def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily(self._name, self._documentation, labels=self._labels)
-        for label_values, value in self._read():
-            family.add_metric(list(label_values), value)
-        yield family
+        labels = ["stream", "consumer"]
+        families = {
+            "pending": GaugeMetricFamily(
+                "iot_consumer_pending_messages",
+                "Messages in the stream not yet delivered to the consumer (its lag).",
+                labels=labels),
+            "ack_pending": GaugeMetricFamily(
+                "iot_consumer_ack_pending_messages",
+                "Messages delivered to the consumer and not yet acknowledged.", labels=labels),
+            "redelivered": GaugeMetricFamily(
+                "iot_consumer_redelivered_messages",
+                "Unacknowledged messages delivered more than once.", labels=labels),
+            "age": GaugeMetricFamily(
+                "iot_consumer_info_age_seconds",
+                "Age of the consumer info the three gauges above come from.", labels=labels),
+        }
+        now = self._clock()
+        for (stream, consumer), read in self._consumers.items():
+            position = read()
+            if position is None:
+                continue  # not bound yet: no figure rather than a made-up 0
+            key = [stream, consumer]
+            families["pending"].add_metric(key, position.pending)
+            families["ack_pending"].add_metric(key, position.ack_pending)
+            families["redelivered"].add_metric(key, position.redelivered)
+            families["age"].add_metric(key, max(0.0, now - position.fetched_at))
+        yield from families.values()
 
 
 class Metrics:
@@ -125,9 +160,16 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         GCCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
+        self._consumers = _ConsumersCollector(time.monotonic)
+        self.registry.register(self._consumers)
 
     def watch_health(self, snapshot: Callable[[], HealthSnapshot]) -> None:
         self.registry.register(_HealthCollector(snapshot))
+
+    def watch_consumer(self, stream: str, consumer: str,
+                       read: Callable[[], ConsumerPosition | None]) -> None:
+        """Show a JetStream consumer's backlog; `read` returns what it last fetched."""
+        self._consumers.add(stream, consumer, read)
 
     def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
         return Counter(name, documentation, labels, registry=self.registry)
@@ -135,14 +177,6 @@ class Metrics:
     def histogram(self, name: str, documentation: str, buckets: Sequence[float],
                   labels: Sequence[str] = ()) -> Histogram:
         return Histogram(name, documentation, labels, buckets=buckets, registry=self.registry)
-
-    def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
-        return Gauge(name, documentation, labels, registry=self.registry)
-
-    def read_gauge(self, name: str, documentation: str, labels: Sequence[str],
-                   read: Callable[[], Iterable[tuple[Sequence[str], float]]]) -> None:
-        """A gauge read at scrape time through `read`, which must only read memory."""
-        self.registry.register(_ReadGauge(name, documentation, labels, read))
 
     def expose_counters(self, name: str, documentation: str, values: Mapping[str, int],
                         keys: Mapping[str, str] | str, label: str | None = None) -> None:

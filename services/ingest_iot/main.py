@@ -25,6 +25,15 @@ class IngestService:
         self._pipeline = IngestPipeline(config, health, self._nats, consumer_class)
         self._workers = Workers(health)
         health.declare_counters("ingested", "duplicates", "quarantined", "routed", "batches")
+        health.metrics.expose_counters(
+            "iot_ingest_messages", "Telemetry messages settled, by outcome (the database's "
+            "count: stored rows, duplicates of stored rows, quarantine rows).", health.counters,
+            {"stored": "ingested", "duplicate": "duplicates", "quarantined": "quarantined"},
+            label="outcome")
+        health.metrics.expose_counters("iot_ingest_routed", "Route messages published.",
+                                       health.counters, "routed")
+        health.metrics.expose_counters("iot_ingest_batches", "Batches committed and acked.",
+                                       health.counters, "batches")
         # "nats", "database" and "consumer" are registered by the link, the probe and the
         # consumer themselves.
         health.add_check("batch_writer", self._pipeline.check)

@@ -5,12 +5,14 @@ stopped), counters that match what the services did, and a scrape that does no I
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 import time
 from collections.abc import Iterator
 
 import pytest
+from iot_tools.feed import publish_batch, publish_readings, reading
 from iot_tools.services import SERVICES, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -309,3 +311,78 @@ def test_ui_counts_api_requests_by_route_template_and_status(launch, database, n
     # Probes and scrapes are not API traffic.
     assert not any(labels and dict(labels).get("route") in ("/health", "/ready", "/metrics")
                    for _, labels in samples)
+
+
+# -- ingest ----------------------------------------------------------------------------------------
+
+
+def test_ingest_counters_match_the_rows_stored_and_quarantined(launch, database, nats_server):
+    service = launch("ingest_iot", service_env(database, nats_server))
+    service.wait_ready()
+    documents = [reading(i, devices=7) for i in range(1200)]
+    payloads = [(f"telemetry.{doc['device_id']}", json.dumps(doc).encode())
+                for doc in documents]
+    payloads += [("telemetry.bad", b"{not json")] * 3 + [("telemetry.bad", b"[1]")] * 2
+    asyncio.run(publish_batch(nats_server.url, payloads))
+    assert wait_until(lambda: database.count("quarantine") == 5, 30) is not None
+    wait_metric(service, "iot_ingest_messages_total", 1200, timeout=30, outcome="stored")
+    samples = scrape(service)
+    assert database.count("telemetry") == 1200
+    assert value(samples, "iot_ingest_messages_total", outcome="quarantined") == 5
+    assert value(samples, "iot_ingest_messages_total", outcome="duplicate") == 0
+    assert value(samples, "iot_ingest_rejected_total", reason="invalid_json") == 3
+    assert value(samples, "iot_ingest_rejected_total", reason="not_an_object") == 2
+
+
+def test_ingest_histograms_count_every_batch_and_its_messages(launch, database, nats_server):
+    service = launch("ingest_iot", service_env(database, nats_server, BATCH_SIZE="100"))
+    service.wait_ready()
+    publish_readings(nats_server.url, range(1000))
+    wait_metric(service, "iot_ingest_messages_total", 1000, timeout=30, outcome="stored")
+    samples = scrape(service)
+    batches = value(samples, "iot_ingest_batches_total")
+    assert batches >= 10  # at most BATCH_SIZE messages per batch
+    assert value(samples, "iot_ingest_batch_size_messages_count") == batches
+    assert value(samples, "iot_ingest_batch_size_messages_sum") == 1000
+    assert value(samples, "iot_ingest_batch_size_messages_bucket", le="100.0") == batches
+    assert value(samples, "iot_ingest_commit_seconds_count") == batches
+    assert value(samples, "iot_ingest_commit_seconds_sum") > 0
+
+
+# -- consumer lag ----------------------------------------------------------------------------------
+
+
+def test_consumer_lag_shows_the_backlog_and_drains_to_zero(launch, private_postgres,
+                                                          nats_server):
+    # Ten messages in flight at most; with the database down none is acked, so the rest wait
+    # in the stream: they are the lag.
+    service = launch("ingest_iot", service_env(private_postgres, nats_server, BATCH_SIZE="10",
+                                               MAX_ACK_PENDING="10"))
+    service.wait_ready()
+    private_postgres.server.stop()
+    publish_readings(nats_server.url, range(500))
+    took = wait_until(lambda: (value(scrape(service), "iot_consumer_pending_messages",
+                                     stream="TELEMETRY", consumer="ingest") or 0) >= 490, 15)
+    assert took is not None, scrape(service)
+    assert value(scrape(service), "iot_consumer_ack_pending_messages", stream="TELEMETRY",
+                 consumer="ingest") <= 10
+    private_postgres.server.start()
+    wait_metric(service, "iot_consumer_pending_messages", 0, timeout=60, stream="TELEMETRY",
+                consumer="ingest")
+    wait_metric(service, "iot_consumer_ack_pending_messages", 0, timeout=30, stream="TELEMETRY",
+                consumer="ingest")
+
+
+def test_consumer_lag_is_not_fetched_on_scrape(launch, database, nats_server):
+    service = launch("route_delivery", service_env(database, nats_server))
+    service.wait_ready()
+    labels = {"stream": "ROUTES", "consumer": "route-delivery"}
+    assert value(scrape(service), "iot_consumer_info_age_seconds", **labels) < 5
+    nats_server.freeze()
+    try:
+        time.sleep(4)  # two periodic checks go unanswered
+        answer = service.get("/metrics")
+        assert answer.status == 200 and answer.seconds < 1.0
+        assert value(parse(answer.body), "iot_consumer_info_age_seconds", **labels) > 3
+    finally:
+        nats_server.thaw()

@@ -26,6 +26,10 @@ FIXED_SECRETS = (
     "keycloak.admin.password=kc-test-password-2",
     "emqx.auth.nodeCookie=emqx-test-cookie-3",
     "emqx.auth.dashboardPassword=emqx-test-password-4",
+    "nats.auth.passwords.owner=nats-owner-test-5",
+    "nats.auth.passwords.ingest=nats-ingest-test-6",
+    "nats.auth.passwords.routeDelivery=nats-delivery-test-7",
+    "nats.auth.passwords.emqxBridge=nats-bridge-test-8",
 )
 
 PROBE_FIELDS = {

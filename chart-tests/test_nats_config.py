@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from iot_tools import helm
+from iot_tools.chart_nats import nats_pod_env
 
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
 
@@ -41,7 +42,7 @@ def nats_render(default_renders) -> tuple[str, dict[str, dict]]:
     return config, probes
 
 
-def test_rendered_nats_config_serves_the_probe_endpoints(nats_render, tmp_path):
+def test_rendered_nats_config_serves_the_probe_endpoints(nats_render, default_renders, tmp_path):
     config, probes = nats_render
     assert NATS_SERVER.exists(), f"nats-server missing at {NATS_SERVER}: install the test extras"
     client, monitor, mqtt = _free_port(), _free_port(), _free_port()
@@ -54,7 +55,8 @@ def test_rendered_nats_config_serves_the_probe_endpoints(nats_render, tmp_path):
     )
     assert local.count("127.0.0.1") == 3
     (tmp_path / "nats.conf").write_text(local)
-    env = {**os.environ, "POD_NAME": "iot-nats-0"}
+    # The users' passwords are environment references in nats.conf, set from the Secret.
+    env = {**os.environ, "POD_NAME": "iot-nats-0", **nats_pod_env(default_renders[3])}
     process = subprocess.Popen(
         [str(NATS_SERVER), "--config", str(tmp_path / "nats.conf")],
         env=env,

@@ -20,8 +20,10 @@ template files, so every object has a template file of its own). Args: root, obj
 {{- fail (printf "emqx.service.nodePorts.mqtts (%v) is set, but MQTT over TLS is off: set emqx.tls.existingSecret to a Secret with tls.crt and tls.key, or set emqx.service.nodePorts.mqtts=0" .service.nodePorts.mqtts) }}
 {{- end }}
 {{- $nats := dict "caSecret" "" "userSecret" "" }}
+{{- $bridge := dict "user" "" "userSecret" "" "secret" "" }}
 {{- if .bridgeToNats.enabled }}
 {{- $nats = include "iot.nats" $root | fromJson }}
+{{- $bridge = include "iot.nats.login" (dict "root" $root "role" "emqxBridge") | fromJson }}
 {{- if and (not $nats.mqttPort) $root.Values.nats.enabled }}
 {{- fail "emqx.bridgeToNats.enabled needs NATS's MQTT listener: set nats.enabled=true and nats.mqtt.enabled=true, or emqx.bridgeToNats.enabled=false" }}
 {{- else if not $nats.mqttPort }}
@@ -61,6 +63,7 @@ data:
     listeners.tcp.default {
       bind = "0.0.0.0:1883"
     }
+    {{- include "iot.emqx.deviceAuth" . | nindent 4 }}
     {{- if $tls }}
     # MQTT over TLS with the certificate of the Secret {{ $tls }} (emqx.tls.existingSecret).
     listeners.ssl.default {
@@ -100,8 +103,9 @@ data:
       server = "{{ $nats.mqttHost }}:{{ $nats.mqttPort }}"
       proto_ver = "v4"
       pool_size = 4
-      {{- if $nats.userSecret }}
-      # username and password: EMQX_CONNECTORS__MQTT__NATS__USERNAME/PASSWORD, from the Secret.
+      {{- if $bridge.secret }}
+      # username and password: EMQX_CONNECTORS__MQTT__NATS__USERNAME/PASSWORD (the password from
+      # the Secret {{ $bridge.secret }}).
       {{- end }}
       {{- if $nats.mqttTls }}
       ssl {
@@ -126,9 +130,15 @@ data:
       actions = ["mqtt:telemetry_to_nats"]
     }
     {{- end }}
+  {{- if .deviceAuth.enabled }}
+  # Erlang terms, first match wins: a device publishes to telemetry/<its client id>, nothing else.
+  acl.conf: |
+    {allow, all, publish, ["telemetry/${clientid}"]}.
+    {deny, all}.
+  {{- end }}
 {{- end }}
 {{- if eq $object "Deployment" }}
-{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" 1 "key" "emqx" "values" . "annotations" (include "iot.checksums" (dict "root" $root "objects" (list (dict "name" "emqx-config" "template" "iot.emqx.manifest" "object" "ConfigMap") (dict "name" "emqx-secret" "template" "iot.emqx.manifest" "object" "Secret"))) | fromJson)) $ctx) }}
+{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" 1 "key" "emqx" "values" . "annotations" (include "iot.checksums" (dict "root" $root "objects" (list (dict "name" "emqx-config" "template" "iot.emqx.manifest" "object" "ConfigMap") (dict "name" "emqx-secret" "template" "iot.emqx.manifest" "object" "Secret") (dict "name" "nats-secret" "template" "iot.nats.manifest" "object" "Secret"))) | fromJson)) $ctx) }}
     spec:
       {{- include "iot.thirdParty.podFields" (merge (dict "key" "emqx" "values" .) $ctx) | nindent 6 }}
       containers:
@@ -158,18 +168,23 @@ data:
                 secretKeyRef:
                   name: {{ $secret }}
                   key: dashboard-password
-            {{- if $nats.userSecret }}
-            # The bridge's login to the external NATS's MQTT listener (externalNats.auth).
+            {{- if $bridge.secret }}
+            # The bridge's login to NATS's MQTT listener: the NATS user emqx-bridge (publish
+            # telemetry.> only, MQTT connections only), or externalNats.auth.
             - name: EMQX_CONNECTORS__MQTT__NATS__USERNAME
+              {{- if $bridge.user }}
+              value: {{ $bridge.user | quote }}
+              {{- else }}
               valueFrom:
                 secretKeyRef:
-                  name: {{ $nats.userSecret }}
-                  key: {{ $nats.userKey }}
+                  name: {{ $bridge.userSecret }}
+                  key: {{ $bridge.userKey }}
+              {{- end }}
             - name: EMQX_CONNECTORS__MQTT__NATS__PASSWORD
               valueFrom:
                 secretKeyRef:
-                  name: {{ $nats.userSecret }}
-                  key: {{ $nats.passwordKey }}
+                  name: {{ $bridge.secret }}
+                  key: {{ $bridge.passwordKey }}
             {{- end }}
           {{- with include "iot.probes.render" (dict "root" $root "key" "emqx" "probes" .probes "ports" $ports) }}
           {{- . | nindent 10 }}
@@ -179,6 +194,13 @@ data:
               mountPath: /opt/emqx/etc/emqx.conf
               subPath: emqx.conf
               readOnly: true
+            {{- if .deviceAuth.enabled }}
+            # Replaces the image's acl.conf (which ends in {allow, all}).
+            - name: config
+              mountPath: /opt/emqx/etc/acl.conf
+              subPath: acl.conf
+              readOnly: true
+            {{- end }}
             - name: data
               mountPath: /opt/emqx/data
             - name: log
@@ -232,4 +254,49 @@ data:
 {{- end }}
 {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/*
+Device authentication and authorization of EMQX's MQTT listeners (emqx.deviceAuth), HOCON: a
+device logs in with its client id and password, checked against EMQX's built-in database
+(user_id_type clientid: the client id is the identity, so no device can take another's; pbkdf2
+sha256 hashes), and the file ACL (acl.conf, first match wins) lets it publish to
+telemetry/<client id> and nothing else; no_match = deny covers anything the rules miss, and a
+denied publish or subscribe disconnects the client. The rule engine's bridge to NATS runs inside
+EMQX and is not subject to either. Args: emqx values.
+*/}}
+{{- define "iot.emqx.deviceAuth" -}}
+{{- if .deviceAuth.enabled -}}
+# Devices: provisioned through the REST API (README: NATS and MQTT credentials).
+authentication = [
+  {
+    mechanism = password_based
+    backend = built_in_database
+    user_id_type = clientid
+    password_hash_algorithm {
+      name = pbkdf2
+      mac_fun = sha256
+      iterations = {{ .deviceAuth.pbkdf2Iterations }}
+      dk_length = 32
+    }
+  }
+]
+authorization {
+  no_match = deny
+  deny_action = disconnect
+  sources = [
+    {
+      type = file
+      enable = true
+      path = "/opt/emqx/etc/acl.conf"
+    }
+  ]
+}
+{{- else -}}
+# emqx.deviceAuth.enabled=false: any client connects and publishes anywhere (development only).
+authorization {
+  no_match = allow
+  sources = []
+}
+{{- end -}}
 {{- end -}}

@@ -36,22 +36,36 @@ fail with what to set. mqttPort is 0 when the server has no MQTT listener. Args:
 {{- toJson $nats -}}
 {{- end -}}
 
-{{/* NATS_URL, and NATS_USER/NATS_PASSWORD/NATS_TLS_CA_FILE when externalNats has them. Args: root. */}}
+{{/*
+NATS_URL, and the login of `role` (iot.nats.login): NATS_USER, NATS_PASSWORD (secretKeyRef) and
+NATS_INBOX_PREFIX for the in-chart NATS's users, externalNats.auth's when it has one;
+NATS_TLS_CA_FILE when externalNats has a CA. Args: root, role.
+*/}}
 {{- define "iot.nats.env" -}}
 {{- $nats := include "iot.nats" .root | fromJson -}}
+{{- $login := include "iot.nats.login" (dict "root" .root "role" .role) | fromJson -}}
 - name: NATS_URL
   value: {{ $nats.url | quote }}
-{{- if $nats.userSecret }}
+{{- if $login.user }}
+- name: NATS_USER
+  value: {{ $login.user | quote }}
+{{- else if $login.userSecret }}
 - name: NATS_USER
   valueFrom:
     secretKeyRef:
-      name: {{ $nats.userSecret }}
-      key: {{ $nats.userKey }}
+      name: {{ $login.userSecret }}
+      key: {{ $login.userKey }}
+{{- end }}
+{{- if $login.secret }}
 - name: NATS_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ $nats.userSecret }}
-      key: {{ $nats.passwordKey }}
+      name: {{ $login.secret }}
+      key: {{ $login.passwordKey }}
+{{- end }}
+{{- with $login.inboxPrefix }}
+- name: NATS_INBOX_PREFIX
+  value: {{ . | quote }}
 {{- end }}
 {{- if $nats.caSecret }}
 - name: NATS_TLS_CA_FILE

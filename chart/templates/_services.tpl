@@ -7,11 +7,11 @@ The five services: values key, component label, Python module, whether they use 
 JetStream streams they create (their limits are rendered into them, see _streams.tpl).
 */}}
 {{- define "iot.services.catalog" -}}
-- {key: ingest, component: ingest, module: services.ingest_iot, nats: true, streams: [telemetry, routes]}
+- {key: ingest, component: ingest, module: services.ingest_iot, nats: true, natsRole: ingest, streams: [telemetry, routes]}
 - {key: evaluator, component: evaluator, module: services.evaluator_iot, nats: false, streams: []}
 - {key: uiIot, component: ui-iot, module: services.ui_iot, nats: false, streams: []}
 - {key: opsWorker, component: ops-worker, module: services.ops_worker, nats: false, streams: []}
-- {key: routeDelivery, component: route-delivery, module: services.route_delivery, nats: true, streams: [routes]}
+- {key: routeDelivery, component: route-delivery, module: services.route_delivery, nats: true, natsRole: routeDelivery, streams: [routes]}
 {{- end -}}
 
 {{/* The container port every service serves /health and /ready on. */}}
@@ -41,7 +41,7 @@ The environment of one service's main container that the chart derives from its 
 - name: WORKER_STALL_SECONDS
   value: {{ $svc.workerStallSeconds | quote }}
 {{- if .entry.nats }}
-{{ include "iot.nats.env" . }}
+{{ include "iot.nats.env" (dict "root" .root "role" .entry.natsRole) }}
 {{- end }}
 {{- with .entry.streams }}
 {{- include "iot.streams.env" (dict "root" $.root "streams" .) }}
@@ -125,11 +125,16 @@ template files). Args: root, key (values key), object (kind).
 {{- $margin := include "iot.graceMargin" . | int -}}
 {{- include "iot.guard.gracePeriod" (dict "where" "services.terminationGracePeriodSeconds" "grace" $svc.terminationGracePeriodSeconds "needed" (add $svc.drainDelaySeconds $svc.shutdownTimeoutSeconds $margin) "why" (printf "services.drainDelaySeconds + services.shutdownTimeoutSeconds + %d s margin" $margin)) -}}
 {{- if eq .object "Deployment" }}
-{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" $values.replicas "key" $key "values" $values "annotations" (include "iot.checksums" (dict "root" $root "objects" (list (dict "name" "postgresql-secret" "template" "iot.postgresql.manifest" "object" "Secret"))) | fromJson)) $ctx) }}
+{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" $values.replicas "key" $key "values" $values "annotations" (include "iot.checksums" (dict "root" $root "objects" (concat (list (dict "name" "postgresql-secret" "template" "iot.postgresql.manifest" "object" "Secret")) (ternary (list (dict "name" "nats-secret" "template" "iot.nats.manifest" "object" "Secret")) list $entry.nats))) | fromJson)) $ctx) }}
     spec:
       {{- include "iot.pod.fields" (merge (dict "key" $key "values" $values "maxReplicas" (include "iot.autoscaling.maxReplicas" (dict "values" $values)) "grace" $svc.terminationGracePeriodSeconds "securityContext" $svc.securityContext) $ctx) | nindent 6 }}
-      {{- if and $svc.migrate.enabled (not (include "iot.diagnostic.enabled" $ctx)) }}
+      {{- $streams := and $entry.nats (not (include "iot.diagnostic.enabled" $ctx)) }}
+      {{- if or $streams (and $svc.migrate.enabled (not (include "iot.diagnostic.enabled" $ctx))) }}
       initContainers:
+        {{- if $streams }}
+        {{- include "iot.services.streamsInit" (dict "root" $root "values" $values "image" $image) | nindent 8 }}
+        {{- end }}
+        {{- if and $svc.migrate.enabled (not (include "iot.diagnostic.enabled" $ctx)) }}
         - name: migrate
           {{- include "iot.imageFields" $image | nindent 10 }}
           command: ["python", "-m", "services.migrate"]
@@ -146,6 +151,7 @@ template files). Args: root, key (values key), object (kind).
             {{- with include "iot.external.volumeMounts" (dict "root" $root "nats" false) | fromYamlArray }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
+        {{- end }}
       {{- end }}
       containers:
         - name: {{ $entry.component }}
@@ -186,4 +192,34 @@ template files). Args: root, key (values key), object (kind).
 {{- include "iot.exposure.httpRoute" (merge (dict "key" $key "httpRoute" $values.httpRoute "port" $values.service.port "path" "/" "pathKey" "") $ctx) }}
 {{- end }}
 {{- end -}}
+{{- end -}}
+
+{{/*
+The `streams` init container of the pods that use NATS: `python -m services.migrate.nats`, logged
+in as the NATS user `owner` (the only one allowed to manage streams), creates the JetStream streams
+or brings their limits to nats.jetstream.streams, before the service binds its consumer. It runs
+whatever services.migrate.enabled says (that switch is about the database schema), and not in
+diagnosticMode. Args: root, values (the service's), image.
+*/}}
+{{- define "iot.services.streamsInit" -}}
+{{- $svc := .root.Values.services -}}
+- name: streams
+  {{- include "iot.imageFields" .image | nindent 2 }}
+  command: ["python", "-m", "services.migrate.nats"]
+  env:
+    {{- include "iot.nats.env" (dict "root" .root "role" "owner") | trim | nindent 4 }}
+    {{- include "iot.streams.env" (dict "root" .root "streams" (list "telemetry" "routes")) | trim | nindent 4 }}
+    - name: MIGRATE_WAIT_SECONDS
+      value: {{ $svc.migrate.waitSeconds | quote }}
+    - name: LOG_LEVEL
+      value: {{ $svc.logLevel | quote }}
+  {{- include "iot.securityContext.container" (dict "root" .root "values" .values "base" $svc.securityContext) | nindent 2 }}
+  resources:
+    {{- toYaml $svc.migrate.resources | nindent 4 }}
+  volumeMounts:
+    - name: tmp
+      mountPath: /tmp
+    {{- with include "iot.external.volumeMounts" (dict "root" .root "nats" true) | fromYamlArray }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
 {{- end -}}

@@ -183,6 +183,8 @@ def test_every_object_carries_the_standard_labels(default_renders):
         # `helm test` pods are labelled `test`: a component's label would put them behind its Service
         is_test = doc["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"
         components = {"test"} if is_test else set(COMPONENT_LABELS.values())
+        if doc["kind"] == "NetworkPolicy":  # one for all pods, one for the `helm test` pods
+            components |= {"default-deny", "test"}
         assert labels["app.kubernetes.io/component"] in components, doc["metadata"]
         assert labels["helm.sh/chart"] == "iot-platform-0.1.0"
 

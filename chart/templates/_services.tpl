@@ -46,11 +46,14 @@ The environment of one service's main container that the chart derives from its 
 {{- with .entry.streams }}
 {{- include "iot.streams.env" (dict "root" $.root "streams" .) }}
 {{- end }}
+{{- if eq .entry.key "routeDelivery" }}
+{{- include "iot.webhooks.env" . }}
+{{- end }}
 {{- end -}}
 
 {{/* Values paths of the chart-derived variables a user would otherwise try to set through `env`. */}}
 {{- define "iot.services.envSources" -}}
-{{- dict "DRAIN_DELAY_SECONDS" "services.drainDelaySeconds" "SHUTDOWN_TIMEOUT_SECONDS" "services.shutdownTimeoutSeconds" "WORKER_STALL_SECONDS" "services.workerStallSeconds" "LOG_LEVEL" "services.logLevel" "NATS_URL" "nats.enabled or externalNats.url" "NATS_USER" "externalNats.auth.existingSecret" "NATS_PASSWORD" "externalNats.auth.existingSecret" "NATS_TLS_CA_FILE" "externalNats.tls.caSecret" "DATABASE_URL" "postgresql.auth or externalDatabase" "PGPASSWORD" "postgresql.auth or externalDatabase.existingSecret" "PGSSLMODE" "externalDatabase.sslmode" "PGSSLROOTCERT" "externalDatabase.tls.caSecret" "TELEMETRY_MAX_BYTES" "nats.jetstream.streams.telemetry.maxBytes" "TELEMETRY_MAX_AGE_SECONDS" "nats.jetstream.streams.telemetry.maxAgeSeconds" "ROUTES_MAX_BYTES" "nats.jetstream.streams.routes.maxBytes" "ROUTES_MAX_AGE_SECONDS" "nats.jetstream.streams.routes.maxAgeSeconds" | toJson -}}
+{{- dict "DRAIN_DELAY_SECONDS" "services.drainDelaySeconds" "SHUTDOWN_TIMEOUT_SECONDS" "services.shutdownTimeoutSeconds" "WORKER_STALL_SECONDS" "services.workerStallSeconds" "LOG_LEVEL" "services.logLevel" "NATS_URL" "nats.enabled or externalNats.url" "NATS_USER" "externalNats.auth.existingSecret" "NATS_PASSWORD" "externalNats.auth.existingSecret" "NATS_TLS_CA_FILE" "externalNats.tls.caSecret" "DATABASE_URL" "postgresql.auth or externalDatabase" "PGPASSWORD" "postgresql.auth or externalDatabase.existingSecret" "PGSSLMODE" "externalDatabase.sslmode" "PGSSLROOTCERT" "externalDatabase.tls.caSecret" "TELEMETRY_MAX_BYTES" "nats.jetstream.streams.telemetry.maxBytes" "TELEMETRY_MAX_AGE_SECONDS" "nats.jetstream.streams.telemetry.maxAgeSeconds" "ROUTES_MAX_BYTES" "nats.jetstream.streams.routes.maxBytes" "ROUTES_MAX_AGE_SECONDS" "nats.jetstream.streams.routes.maxAgeSeconds" "WEBHOOK_ALLOW_CIDRS" "routeDelivery.webhooks.allowCidrs" "WEBHOOK_DENY_CIDRS" "routeDelivery.webhooks.denyCidrs" "WEBHOOK_ALLOW_HOSTS" "routeDelivery.webhooks.allowHosts" | toJson -}}
 {{- end -}}
 
 {{/*

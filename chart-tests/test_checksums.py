@@ -16,6 +16,7 @@ MAJORS = (3, 4)
 OBJECTS = {
     "checksum/postgresql-secret": ("Secret", "iot-postgresql"),
     "checksum/keycloak-secret": ("Secret", "iot-keycloak"),
+    "checksum/keycloak-realm": ("ConfigMap", "iot-keycloak-realm"),
     "checksum/emqx-secret": ("Secret", "iot-emqx"),
     "checksum/emqx-config": ("ConfigMap", "iot-emqx"),
     "checksum/nats-config": ("ConfigMap", "iot-nats"),
@@ -26,7 +27,8 @@ DATABASE_USERS = (
 )
 EXPECTED = {
     **{name: {"checksum/postgresql-secret"} for name in DATABASE_USERS},
-    "iot-keycloak": {"checksum/postgresql-secret", "checksum/keycloak-secret"},
+    "iot-keycloak": {"checksum/postgresql-secret", "checksum/keycloak-secret",
+                     "checksum/keycloak-realm"},
     "iot-nats": {"checksum/nats-config"},
     "iot-emqx": {"checksum/emqx-config", "checksum/emqx-secret"},
 }

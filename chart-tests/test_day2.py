@@ -106,7 +106,7 @@ def test_default_render_runs_each_components_own_process(default_renders):
     containers = _containers(default_renders[3])
     process = {name: (c.get("command"), c.get("args")) for name, c in containers.items()}
     assert process[("iot-ingest", "ingest")] == (["python", "-m", "services.ingest_iot"], None)
-    assert process[("iot-keycloak", "keycloak")] == (None, ["start"])
+    assert process[("iot-keycloak", "keycloak")] == (None, ["start", "--import-realm"])
     assert process[("iot-nats", "nats")] == (None, ["--config", "/etc/nats/nats.conf"])
     assert process[("iot-emqx", "emqx")] == (None, None)
     assert process[("iot-postgresql", "postgresql")] == (None, None)

@@ -124,7 +124,15 @@ SERVICE_KNOBS = {
         "ROUTES_MAX_AGE_SECONDS": "86400",
     },
     "iot-evaluator": {"POLL_INTERVAL_SECONDS": "10"},
-    "iot-ui-iot": {},
+    "iot-ui-iot": {
+        # sign-in (uiIot.auth): issuer by Keycloak's Service name while keycloak.hostname is empty
+        "AUTH_ENABLED": "true",
+        "AUTH_ISSUER_URL": "http://iot-keycloak:8080/realms/iot",
+        "AUTH_AUDIENCE": "iot-api",
+        "AUTH_CLIENT_ID": "iot-ui",
+        "AUTH_JWKS_URL": "http://iot-keycloak:8080/realms/iot/protocol/openid-connect/certs",
+        "AUTH_LEEWAY_SECONDS": "30",
+    },
     "iot-ops-worker": {
         "OFFLINE_AFTER_SECONDS": "300",
         "RETENTION_DAYS": "30",

@@ -107,6 +107,7 @@ def test_an_external_database_is_checked_at_its_url(render):
         "externalDatabase.url=postgresql://iot@db.example:5433/iot?sslmode=require",
         "externalDatabase.existingSecret=db",
         "keycloak.enabled=false",
+        "uiIot.auth.issuerUrl=https://id.example.com/realms/iot",
     )
     assert _command(docs, "iot-test-postgresql-ready")[2] == (
         "postgresql://iot@db.example:5433/iot?sslmode=require"

@@ -13,7 +13,7 @@ SERVICES = ("ingest", "evaluator", "ui-iot", "ops-worker", "route-delivery")
 
 DEFAULT_IMAGES = {
     **{name: "ghcr.io/iot-platform/iot-services:0.1.0" for name in SERVICES},
-    "keycloak": "quay.io/keycloak/keycloak:26.6.1",
+    "keycloak": "quay.io/keycloak/keycloak:26.7.3",
     "emqx": "docker.io/library/emqx:5.8.8",
     "nats": "docker.io/library/nats:2.14.5-alpine",
     "postgresql": "docker.io/library/postgres:18.1-alpine",
@@ -68,7 +68,7 @@ def test_global_registry_replaces_every_registry_including_init_containers(mirro
 
 def test_global_registry_keeps_repository_and_tag(render):
     found = images(render("global.imageRegistry=mirror.example"))
-    assert found[("keycloak", "keycloak")]["image"] == "mirror.example/keycloak/keycloak:26.6.1"
+    assert found[("keycloak", "keycloak")]["image"] == "mirror.example/keycloak/keycloak:26.7.3"
     assert found[("emqx", "emqx")]["image"] == "mirror.example/library/emqx:5.8.8"
 
 
@@ -106,7 +106,7 @@ def test_services_pull_policy_reaches_every_service_container(mirror_docs):
 
 def test_component_registry_without_global(render):
     found = images(render("keycloak.image.registry=quay.example", "uiIot.image.registry=r.example"))
-    assert found[("keycloak", "keycloak")]["image"] == "quay.example/keycloak/keycloak:26.6.1"
+    assert found[("keycloak", "keycloak")]["image"] == "quay.example/keycloak/keycloak:26.7.3"
     assert found[("ui-iot", "ui-iot")]["image"] == "r.example/iot-platform/iot-services:0.1.0"
     assert found[("ingest", "ingest")]["image"] == "ghcr.io/iot-platform/iot-services:0.1.0"
 

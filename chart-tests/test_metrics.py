@@ -177,6 +177,7 @@ def test_the_pod_monitor_needs_no_metrics_service():
 
 def test_a_disabled_component_is_not_scraped():
     docs = render("metrics.podMonitor.enabled=true", "keycloak.enabled=false",
+                  "uiIot.auth.issuerUrl=https://id.example.com/realms/iot",
                   "ingest.enabled=false")
     (monitor,) = of_kind(docs, "PodMonitor")
     (expression,) = monitor["spec"]["selector"]["matchExpressions"]

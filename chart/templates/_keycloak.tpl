@@ -26,13 +26,13 @@ data:
   {{ .admin.existingSecretKey }}: {{ include "iot.secret.value" (dict "root" $root "name" $adminSecret "key" .admin.existingSecretKey "given" .admin.password) }}
 {{- end }}
 {{- if eq $object "Deployment" }}
-{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" 1 "key" "keycloak" "values" . "annotations" (include "iot.checksums" (dict "root" $root "objects" (list (dict "name" "postgresql-secret" "template" "iot.postgresql.manifest" "object" "Secret") (dict "name" "keycloak-secret" "template" "iot.keycloak.manifest" "object" "Secret"))) | fromJson)) $ctx) }}
+{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" 1 "key" "keycloak" "values" . "annotations" (include "iot.checksums" (dict "root" $root "objects" (list (dict "name" "postgresql-secret" "template" "iot.postgresql.manifest" "object" "Secret") (dict "name" "keycloak-secret" "template" "iot.keycloak.manifest" "object" "Secret") (dict "name" "keycloak-realm" "template" "iot.auth.realmManifest" "object" "ConfigMap"))) | fromJson)) $ctx) }}
     spec:
       {{- include "iot.thirdParty.podFields" (merge (dict "key" "keycloak" "values" .) $ctx) | nindent 6 }}
       containers:
         - name: keycloak
           {{- include "iot.thirdParty.containerFields" (dict "root" $root "key" "keycloak" "values" .) | nindent 10 }}
-          {{- include "iot.diagnostic.process" (dict "root" $root "args" (list "start")) | nindent 10 }}
+          {{- include "iot.diagnostic.process" (dict "root" $root "args" (include "iot.auth.keycloakArgs" (dict "root" $root) | fromJsonArray)) | nindent 10 }}
           ports:
             {{- toYaml $ports | nindent 12 }}
           env:
@@ -91,6 +91,14 @@ data:
           {{- with include "iot.probes.render" (dict "root" $root "key" "keycloak" "probes" .probes "ports" $ports) }}
           {{- . | nindent 10 }}
           {{- end }}
+          {{- with include "iot.auth.keycloakVolumeMounts" (dict "root" $root) }}
+          volumeMounts:
+            {{- . | trim | nindent 12 }}
+          {{- end }}
+      {{- with include "iot.auth.keycloakVolumes" (dict "root" $root) }}
+      volumes:
+        {{- . | trim | nindent 8 }}
+      {{- end }}
 {{- end }}
 {{- if eq $object "Service" }}
 {{ include "iot.service" (merge (dict "ports" (list (dict "name" "http" "port" .service.port "targetPort" "http"))) $ctx) }}

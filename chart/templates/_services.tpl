@@ -46,6 +46,9 @@ The environment of one service's main container that the chart derives from its 
 {{- with .entry.streams }}
 {{- include "iot.streams.env" (dict "root" $.root "streams" .) }}
 {{- end }}
+{{- if eq .entry.key "uiIot" }}
+{{- include "iot.auth.uiEnv" . }}
+{{- end }}
 {{- if eq .entry.key "routeDelivery" }}
 {{- include "iot.webhooks.env" . }}
 {{- end }}
@@ -53,7 +56,7 @@ The environment of one service's main container that the chart derives from its 
 
 {{/* Values paths of the chart-derived variables a user would otherwise try to set through `env`. */}}
 {{- define "iot.services.envSources" -}}
-{{- dict "DRAIN_DELAY_SECONDS" "services.drainDelaySeconds" "SHUTDOWN_TIMEOUT_SECONDS" "services.shutdownTimeoutSeconds" "WORKER_STALL_SECONDS" "services.workerStallSeconds" "LOG_LEVEL" "services.logLevel" "NATS_URL" "nats.enabled or externalNats.url" "NATS_USER" "externalNats.auth.existingSecret" "NATS_PASSWORD" "externalNats.auth.existingSecret" "NATS_TLS_CA_FILE" "externalNats.tls.caSecret" "DATABASE_URL" "postgresql.auth or externalDatabase" "PGPASSWORD" "postgresql.auth or externalDatabase.existingSecret" "PGSSLMODE" "externalDatabase.sslmode" "PGSSLROOTCERT" "externalDatabase.tls.caSecret" "TELEMETRY_MAX_BYTES" "nats.jetstream.streams.telemetry.maxBytes" "TELEMETRY_MAX_AGE_SECONDS" "nats.jetstream.streams.telemetry.maxAgeSeconds" "ROUTES_MAX_BYTES" "nats.jetstream.streams.routes.maxBytes" "ROUTES_MAX_AGE_SECONDS" "nats.jetstream.streams.routes.maxAgeSeconds" "WEBHOOK_ALLOW_CIDRS" "routeDelivery.webhooks.allowCidrs" "WEBHOOK_DENY_CIDRS" "routeDelivery.webhooks.denyCidrs" "WEBHOOK_ALLOW_HOSTS" "routeDelivery.webhooks.allowHosts" | toJson -}}
+{{- dict "DRAIN_DELAY_SECONDS" "services.drainDelaySeconds" "SHUTDOWN_TIMEOUT_SECONDS" "services.shutdownTimeoutSeconds" "WORKER_STALL_SECONDS" "services.workerStallSeconds" "LOG_LEVEL" "services.logLevel" "NATS_URL" "nats.enabled or externalNats.url" "NATS_USER" "externalNats.auth.existingSecret" "NATS_PASSWORD" "externalNats.auth.existingSecret" "NATS_TLS_CA_FILE" "externalNats.tls.caSecret" "DATABASE_URL" "postgresql.auth or externalDatabase" "PGPASSWORD" "postgresql.auth or externalDatabase.existingSecret" "PGSSLMODE" "externalDatabase.sslmode" "PGSSLROOTCERT" "externalDatabase.tls.caSecret" "TELEMETRY_MAX_BYTES" "nats.jetstream.streams.telemetry.maxBytes" "TELEMETRY_MAX_AGE_SECONDS" "nats.jetstream.streams.telemetry.maxAgeSeconds" "ROUTES_MAX_BYTES" "nats.jetstream.streams.routes.maxBytes" "ROUTES_MAX_AGE_SECONDS" "nats.jetstream.streams.routes.maxAgeSeconds" "AUTH_ENABLED" "uiIot.auth.enabled" "AUTH_ISSUER_URL" "uiIot.auth.issuerUrl" "AUTH_AUDIENCE" "uiIot.auth.audience" "AUTH_CLIENT_ID" "uiIot.auth.clientId" "AUTH_JWKS_URL" "uiIot.auth.jwksUrl" "AUTH_LEEWAY_SECONDS" "uiIot.auth.leewaySeconds" "WEBHOOK_ALLOW_CIDRS" "routeDelivery.webhooks.allowCidrs" "WEBHOOK_DENY_CIDRS" "routeDelivery.webhooks.denyCidrs" "WEBHOOK_ALLOW_HOSTS" "routeDelivery.webhooks.allowHosts" | toJson -}}
 {{- end -}}
 
 {{/*

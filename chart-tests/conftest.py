@@ -30,6 +30,9 @@ FIXED_SECRETS = (
     "nats.auth.passwords.ingest=nats-ingest-test-6",
     "nats.auth.passwords.routeDelivery=nats-delivery-test-7",
     "nats.auth.passwords.emqxBridge=nats-bridge-test-8",
+    *(f"postgresql.roles.passwords.{key}=pg-{key.lower()}-test-9"
+      for key in ("owner", "ingest", "evaluator", "uiIot", "opsWorker", "routeDelivery",
+                  "keycloak")),
 )
 
 PROBE_FIELDS = {

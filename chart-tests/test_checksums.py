@@ -15,19 +15,26 @@ MAJORS = (3, 4)
 # checksum annotation -> the object whose data it hashes
 OBJECTS = {
     "checksum/postgresql-secret": ("Secret", "iot-postgresql"),
+    "checksum/postgresql-roles-secret": ("Secret", "iot-postgresql-roles"),
     "checksum/keycloak-secret": ("Secret", "iot-keycloak"),
     "checksum/keycloak-realm": ("ConfigMap", "iot-keycloak-realm"),
     "checksum/emqx-secret": ("Secret", "iot-emqx"),
     "checksum/emqx-config": ("ConfigMap", "iot-emqx"),
     "checksum/nats-config": ("ConfigMap", "iot-nats"),
 }
+# The superuser's password: PostgreSQL itself and the services' migrate init containers.
 DATABASE_USERS = (
     "iot-ingest", "iot-evaluator", "iot-ui-iot", "iot-ops-worker", "iot-route-delivery",
-    "iot-keycloak", "iot-postgresql",
+    "iot-postgresql",
+)
+# The roles' passwords (Secret iot-postgresql-roles): the services and Keycloak.
+ROLE_USERS = (
+    "iot-ingest", "iot-evaluator", "iot-ui-iot", "iot-ops-worker", "iot-route-delivery",
 )
 EXPECTED = {
     **{name: {"checksum/postgresql-secret"} for name in DATABASE_USERS},
-    "iot-keycloak": {"checksum/postgresql-secret", "checksum/keycloak-secret",
+    **{name: {"checksum/postgresql-secret", "checksum/postgresql-roles-secret"} for name in ROLE_USERS},
+    "iot-keycloak": {"checksum/postgresql-roles-secret", "checksum/keycloak-secret",
                      "checksum/keycloak-realm"},
     "iot-nats": {"checksum/nats-config"},
     "iot-emqx": {"checksum/emqx-config", "checksum/emqx-secret"},
@@ -110,7 +117,7 @@ def test_an_existing_secret_has_no_checksum(render):
 def test_generated_secrets_are_kept_by_helm_uninstall(default_renders, major):
     secrets = [doc for doc in default_renders[major] if doc["kind"] == "Secret"]
     assert {doc["metadata"]["name"] for doc in secrets} == {
-        "iot-postgresql", "iot-keycloak", "iot-emqx"
+        "iot-postgresql", "iot-postgresql-roles", "iot-keycloak", "iot-emqx"
     }
     for doc in secrets:
         assert doc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"

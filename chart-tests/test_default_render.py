@@ -233,13 +233,23 @@ def test_service_runs_its_module_from_the_one_image_as_10001(default_renders, na
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
 
 
+DATABASE_ROLES = {
+    "iot-ingest": ("ingest", "iot_ingest"), "iot-evaluator": ("evaluator", "iot_evaluator"),
+    "iot-ui-iot": ("uiIot", "iot_ui"), "iot-ops-worker": ("opsWorker", "iot_ops"),
+    "iot-route-delivery": ("routeDelivery", "iot_route_delivery"),
+}
+
+
 @pytest.mark.parametrize("name", sorted(SERVICES))
 def test_service_env_follows_the_contract(default_renders, name):
     _, uses_nats, _ = SERVICES[name]
     env = _env(_main_container(default_renders[3], name))
-    assert env["DATABASE_URL"]["value"] == "postgresql://iot@iot-postgresql:5432/iot"
+    # Each service logs in as its own role (chart-tests/test_db_roles.py).
+    key, role = DATABASE_ROLES[name]
+    assert env["DATABASE_URL"]["value"] == "postgresql://iot-postgresql:5432/iot"
+    assert env["PGUSER"]["value"] == role
     assert env["PGPASSWORD"]["valueFrom"] == {
-        "secretKeyRef": {"name": "iot-postgresql", "key": "password"}
+        "secretKeyRef": {"name": "iot-postgresql-roles", "key": key}
     }
     assert env["HEALTH_PORT"]["value"] == "8080"
     assert env["DRAIN_DELAY_SECONDS"]["value"] == "5"
@@ -253,6 +263,7 @@ def test_service_env_follows_the_contract(default_renders, name):
         assert env[knob]["value"] == value
     contract = {
         "DATABASE_URL",
+        "PGUSER",
         "PGPASSWORD",
         "HEALTH_PORT",
         "DRAIN_DELAY_SECONDS",
@@ -275,7 +286,11 @@ def test_service_pod_migrates_first_without_probes(default_renders, name):
     env = _env(migrate)
     assert env["MIGRATE_WAIT_SECONDS"]["value"] == "300"
     assert env["DATABASE_URL"] == _env(main)["DATABASE_URL"]
-    assert env["PGPASSWORD"] == _env(main)["PGPASSWORD"]
+    # migrate runs as the owner, with the superuser's login for the roles (roles.py)
+    assert env["PGUSER"]["value"] == "iot_owner"
+    assert env["DB_ADMIN_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "iot-postgresql", "key": "password"}
+    }
     assert not {"livenessProbe", "readinessProbe", "startupProbe"} & migrate.keys()
 
 
@@ -363,10 +378,12 @@ def test_keycloak_enables_health_on_its_management_port(default_renders):
     assert env["KC_DB_URL_DATABASE"]["value"] == "keycloak"
 
 
-def test_in_chart_postgresql_creates_keycloaks_database_on_first_start(default_renders):
+def test_in_chart_postgresql_leaves_keycloaks_database_to_migrate(default_renders):
     docs = default_renders[3]
     init = helm.by_kind_and_name(docs)[("ConfigMap", "iot-postgresql-init")]["data"]
-    assert 'CREATE DATABASE "keycloak" OWNER "iot";' in init["10-keycloak.sql"]
+    # migrate creates Keycloak's role and database on every start (upgrades too):
+    # chart-tests/test_db_roles.py, services/tests/test_db_roles.py.
+    assert "CREATE" not in init["10-keycloak.sql"]
     postgres = _workload(docs, "iot-postgresql")
     assert postgres["kind"] == "StatefulSet"
     (claim,) = postgres["spec"]["volumeClaimTemplates"]

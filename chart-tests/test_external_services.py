@@ -17,6 +17,13 @@ EXTERNAL_DB = (
     "externalDatabase.username=iot",
     "externalDatabase.database=iot",
     "externalDatabase.existingSecret=iot-db",
+    "externalDatabase.roles.ingest=db-ingest",
+    "externalDatabase.roles.evaluator=db-evaluator",
+    "externalDatabase.roles.uiIot=db-ui",
+    "externalDatabase.roles.opsWorker=db-ops",
+    "externalDatabase.roles.routeDelivery=db-route-delivery",
+    "keycloak.database.username=keycloak",
+    "keycloak.database.existingSecret=kc-db",
 )
 EXTERNAL = (
     "nats.enabled=false",

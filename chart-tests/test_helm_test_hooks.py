@@ -106,11 +106,17 @@ def test_an_external_database_is_checked_at_its_url(render):
         "postgresql.enabled=false",
         "externalDatabase.url=postgresql://iot@db.example:5433/iot?sslmode=require",
         "externalDatabase.existingSecret=db",
+        "externalDatabase.roles.ingest=db-ingest",
+        "externalDatabase.roles.evaluator=db-evaluator",
+        "externalDatabase.roles.uiIot=db-ui",
+        "externalDatabase.roles.opsWorker=db-ops",
+        "externalDatabase.roles.routeDelivery=db-route-delivery",
         "keycloak.enabled=false",
         "uiIot.auth.issuerUrl=https://id.example.com/realms/iot",
     )
+    # The URL's user is the migration owner's name: every container gets the URL without it.
     assert _command(docs, "iot-test-postgresql-ready")[2] == (
-        "postgresql://iot@db.example:5433/iot?sslmode=require"
+        "postgresql://db.example:5433/iot?sslmode=require"
     )
 
 

@@ -41,15 +41,17 @@ def test_given_passwords_appear_only_inside_secrets():
 
 def test_generated_passwords_are_set_and_differ_per_render():
     first, second = (helm.by_kind_and_name(helm.render()) for _ in range(2))
-    for key in (("Secret", "iot-postgresql"), ("Secret", "iot-keycloak")):
+    for key in (("Secret", "iot-postgresql"), ("Secret", "iot-keycloak"),
+                ("Secret", "iot-postgresql-roles")):
         assert first[key]["data"] != second[key]["data"]
         assert all(len(base64.b64decode(v)) == 32 for v in first[key]["data"].values())
 
 
 def test_workloads_read_passwords_from_the_chart_secrets(default_renders):
     refs = _secret_refs(default_renders[3])
-    assert ("iot-ingest", "PGPASSWORD", "iot-postgresql") in refs
-    assert ("iot-keycloak", "KC_DB_PASSWORD", "iot-postgresql") in refs
+    assert ("iot-ingest", "PGPASSWORD", "iot-postgresql-roles") in refs
+    assert ("iot-ingest", "DB_ADMIN_PASSWORD", "iot-postgresql") in refs  # migrate's
+    assert ("iot-keycloak", "KC_DB_PASSWORD", "iot-postgresql-roles") in refs
     assert ("iot-keycloak", "KC_BOOTSTRAP_ADMIN_PASSWORD", "iot-keycloak") in refs
     assert ("iot-postgresql", "POSTGRES_PASSWORD", "iot-postgresql") in refs
     assert ("iot-emqx", "EMQX_DASHBOARD__DEFAULT_PASSWORD", "iot-emqx") in refs
@@ -62,16 +64,18 @@ def test_existing_secrets_replace_the_chart_secrets():
             "postgresql.auth.existingSecretPasswordKey=pw",
             "keycloak.admin.existingSecret=my-kc",
             "emqx.auth.existingSecret=my-emqx",
+            "postgresql.roles.existingSecret=my-roles",
         )
     )
     assert [doc for doc in docs if doc["kind"] == "Secret"] == []
     refs = _secret_refs(docs)
-    assert {name for _, _, name in refs} == {"my-db", "my-kc", "my-emqx"}
-    assert ("iot-evaluator", "PGPASSWORD", "my-db") in refs
+    assert {name for _, _, name in refs} == {"my-db", "my-kc", "my-emqx", "my-roles"}
+    assert ("iot-evaluator", "PGPASSWORD", "my-roles") in refs
     assert ("iot-postgresql", "POSTGRES_PASSWORD", "my-db") in refs
     ingest = helm.pod_spec(helm.by_kind_and_name(docs)[("Deployment", "iot-ingest")])
-    (pgpassword,) = [e for e in ingest["containers"][0]["env"] if e["name"] == "PGPASSWORD"]
-    assert pgpassword["valueFrom"]["secretKeyRef"] == {"name": "my-db", "key": "pw"}
+    migrate = next(c for c in ingest["initContainers"] if c["name"] == "migrate")
+    (admin,) = [e for e in migrate["env"] if e["name"] == "DB_ADMIN_PASSWORD"]
+    assert admin["valueFrom"]["secretKeyRef"] == {"name": "my-db", "key": "pw"}
 
 
 def test_external_database_by_url_renders_no_database():
@@ -81,14 +85,22 @@ def test_external_database_by_url_renders_no_database():
             "externalDatabase.url=postgresql://app@db.example:6432/telemetry",
             "externalDatabase.existingSecret=ext-db",
             "keycloak.database.host=db.example",
+            "externalDatabase.roles.ingest=db-ingest",
+            "externalDatabase.roles.evaluator=db-evaluator",
+            "externalDatabase.roles.uiIot=db-ui",
+            "externalDatabase.roles.opsWorker=db-ops",
+            "externalDatabase.roles.routeDelivery=db-route-delivery",
+            "keycloak.database.username=keycloak",
+            "keycloak.database.existingSecret=kc-db",
         )
     )
     kinds = helm.by_kind_and_name(docs)
     assert ("StatefulSet", "iot-postgresql") not in kinds
     assert ("Secret", "iot-postgresql") not in kinds
     env = helm.env_by_name(helm.main_container(kinds[("Deployment", "iot-ui-iot")]))
-    assert env["DATABASE_URL"]["value"] == "postgresql://app@db.example:6432/telemetry"
-    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "ext-db"
+    # the URL's user is the migration owner: the services get the URL without it
+    assert env["DATABASE_URL"]["value"] == "postgresql://db.example:6432/telemetry"
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "db-ui"
 
 
 def test_external_database_by_host_builds_the_url():
@@ -100,12 +112,19 @@ def test_external_database_by_host_builds_the_url():
             "externalDatabase.username=app",
             "externalDatabase.database=telemetry",
             "externalDatabase.existingSecret=ext-db",
+            "externalDatabase.roles.ingest=db-ingest",
+            "externalDatabase.roles.evaluator=db-evaluator",
+            "externalDatabase.roles.uiIot=db-ui",
+            "externalDatabase.roles.opsWorker=db-ops",
+            "externalDatabase.roles.routeDelivery=db-route-delivery",
+            "keycloak.database.username=keycloak",
+            "keycloak.database.existingSecret=kc-db",
         )
     )
     kinds = helm.by_kind_and_name(docs)
     env = helm.env_by_name(helm.main_container(kinds[("Deployment", "iot-ops-worker")]))
-    assert env["DATABASE_URL"]["value"] == "postgresql://app@db.example:6432/telemetry"
+    assert env["DATABASE_URL"]["value"] == "postgresql://db.example:6432/telemetry"
     keycloak = helm.env_by_name(helm.main_container(kinds[("Deployment", "iot-keycloak")]))
     assert keycloak["KC_DB_URL_HOST"]["value"] == "db.example"
     assert keycloak["KC_DB_URL_PORT"]["value"] == "6432"
-    assert keycloak["KC_DB_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "ext-db"
+    assert keycloak["KC_DB_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "kc-db"

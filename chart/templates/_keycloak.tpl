@@ -26,7 +26,7 @@ data:
   {{ .admin.existingSecretKey }}: {{ include "iot.secret.value" (dict "root" $root "name" $adminSecret "key" .admin.existingSecretKey "given" .admin.password) }}
 {{- end }}
 {{- if eq $object "Deployment" }}
-{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" 1 "key" "keycloak" "values" . "annotations" (include "iot.checksums" (dict "root" $root "objects" (list (dict "name" "postgresql-secret" "template" "iot.postgresql.manifest" "object" "Secret") (dict "name" "keycloak-secret" "template" "iot.keycloak.manifest" "object" "Secret") (dict "name" "keycloak-realm" "template" "iot.auth.realmManifest" "object" "ConfigMap"))) | fromJson)) $ctx) }}
+{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" 1 "key" "keycloak" "values" . "annotations" (include "iot.checksums" (dict "root" $root "objects" (list (dict "name" "postgresql-roles-secret" "template" "iot.postgresql.manifest" "object" "RolesSecret") (dict "name" "keycloak-secret" "template" "iot.keycloak.manifest" "object" "Secret") (dict "name" "keycloak-realm" "template" "iot.auth.realmManifest" "object" "ConfigMap"))) | fromJson)) $ctx) }}
     spec:
       {{- include "iot.thirdParty.podFields" (merge (dict "key" "keycloak" "values" .) $ctx) | nindent 6 }}
       containers:

@@ -25,6 +25,22 @@ type: Opaque
 data:
   password: {{ include "iot.secret.value" (dict "root" $root "name" $name "key" "password" "given" .auth.password) }}
 {{- end }}
+{{- if and (eq $object "RolesSecret") (not .roles.existingSecret) }}
+{{- $secret := include "iot.database.rolesSecret" $root }}
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ $secret }}
+  labels:
+    {{- include "iot.labels" $ctx | nindent 4 }}
+  {{- include "iot.secret.annotations" . | nindent 2 }}
+type: Opaque
+data:
+  {{- /* the passwords of the roles migrate keeps (services/migrate/roles.py): generated once */}}
+  {{- range list "owner" "ingest" "evaluator" "uiIot" "opsWorker" "routeDelivery" "keycloak" }}
+  {{ . }}: {{ include "iot.secret.value" (dict "root" $root "name" $secret "key" . "given" (get $.root.Values.postgresql.roles.passwords .)) }}
+  {{- end }}
+{{- end }}
 {{- if eq $object "ConfigMap" }}
 apiVersion: v1
 kind: ConfigMap
@@ -33,10 +49,12 @@ metadata:
   labels:
     {{- include "iot.labels" $ctx | nindent 4 }}
 data:
-  # Runs once, on an empty data directory (docker-entrypoint-initdb.d).
+  # Runs once, on an empty data directory (docker-entrypoint-initdb.d). The roles and
+  # Keycloak's database are not made here but by the services' migrate init container, on
+  # every start (this runs on first initialisation only, never on upgrades).
   10-keycloak.sql: |
     {{- if $keycloakHere }}
-    CREATE DATABASE {{ $root.Values.keycloak.database.name | quote }} OWNER {{ .auth.username | quote }};
+    -- Keycloak's role and database {{ $root.Values.keycloak.database.name | quote }}: created by migrate.
     {{- else }}
     -- Keycloak is disabled or uses another database server: nothing to create.
     {{- end }}

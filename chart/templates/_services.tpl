@@ -56,7 +56,7 @@ The environment of one service's main container that the chart derives from its 
 
 {{/* Values paths of the chart-derived variables a user would otherwise try to set through `env`. */}}
 {{- define "iot.services.envSources" -}}
-{{- dict "DRAIN_DELAY_SECONDS" "services.drainDelaySeconds" "SHUTDOWN_TIMEOUT_SECONDS" "services.shutdownTimeoutSeconds" "WORKER_STALL_SECONDS" "services.workerStallSeconds" "LOG_LEVEL" "services.logLevel" "NATS_URL" "nats.enabled or externalNats.url" "NATS_USER" "externalNats.auth.existingSecret" "NATS_PASSWORD" "externalNats.auth.existingSecret" "NATS_TLS_CA_FILE" "externalNats.tls.caSecret" "DATABASE_URL" "postgresql.auth or externalDatabase" "PGPASSWORD" "postgresql.auth or externalDatabase.existingSecret" "PGSSLMODE" "externalDatabase.sslmode" "PGSSLROOTCERT" "externalDatabase.tls.caSecret" "TELEMETRY_MAX_BYTES" "nats.jetstream.streams.telemetry.maxBytes" "TELEMETRY_MAX_AGE_SECONDS" "nats.jetstream.streams.telemetry.maxAgeSeconds" "ROUTES_MAX_BYTES" "nats.jetstream.streams.routes.maxBytes" "ROUTES_MAX_AGE_SECONDS" "nats.jetstream.streams.routes.maxAgeSeconds" "AUTH_ENABLED" "uiIot.auth.enabled" "AUTH_ISSUER_URL" "uiIot.auth.issuerUrl" "AUTH_AUDIENCE" "uiIot.auth.audience" "AUTH_CLIENT_ID" "uiIot.auth.clientId" "AUTH_JWKS_URL" "uiIot.auth.jwksUrl" "AUTH_LEEWAY_SECONDS" "uiIot.auth.leewaySeconds" "WEBHOOK_ALLOW_CIDRS" "routeDelivery.webhooks.allowCidrs" "WEBHOOK_DENY_CIDRS" "routeDelivery.webhooks.denyCidrs" "WEBHOOK_ALLOW_HOSTS" "routeDelivery.webhooks.allowHosts" | toJson -}}
+{{- dict "DRAIN_DELAY_SECONDS" "services.drainDelaySeconds" "SHUTDOWN_TIMEOUT_SECONDS" "services.shutdownTimeoutSeconds" "WORKER_STALL_SECONDS" "services.workerStallSeconds" "LOG_LEVEL" "services.logLevel" "NATS_URL" "nats.enabled or externalNats.url" "NATS_USER" "externalNats.auth.existingSecret" "NATS_PASSWORD" "externalNats.auth.existingSecret" "NATS_TLS_CA_FILE" "externalNats.tls.caSecret" "DATABASE_URL" "postgresql.auth or externalDatabase" "PGUSER" "postgresql.roles or externalDatabase.roles" "PGPASSWORD" "postgresql.roles or externalDatabase.roles" "PGSSLMODE" "externalDatabase.sslmode" "PGSSLROOTCERT" "externalDatabase.tls.caSecret" "TELEMETRY_MAX_BYTES" "nats.jetstream.streams.telemetry.maxBytes" "TELEMETRY_MAX_AGE_SECONDS" "nats.jetstream.streams.telemetry.maxAgeSeconds" "ROUTES_MAX_BYTES" "nats.jetstream.streams.routes.maxBytes" "ROUTES_MAX_AGE_SECONDS" "nats.jetstream.streams.routes.maxAgeSeconds" "AUTH_ENABLED" "uiIot.auth.enabled" "AUTH_ISSUER_URL" "uiIot.auth.issuerUrl" "AUTH_AUDIENCE" "uiIot.auth.audience" "AUTH_CLIENT_ID" "uiIot.auth.clientId" "AUTH_JWKS_URL" "uiIot.auth.jwksUrl" "AUTH_LEEWAY_SECONDS" "uiIot.auth.leewaySeconds" "WEBHOOK_ALLOW_CIDRS" "routeDelivery.webhooks.allowCidrs" "WEBHOOK_DENY_CIDRS" "routeDelivery.webhooks.denyCidrs" "WEBHOOK_ALLOW_HOSTS" "routeDelivery.webhooks.allowHosts" | toJson -}}
 {{- end -}}
 
 {{/*
@@ -131,7 +131,7 @@ template files). Args: root, key (values key), object (kind).
 {{- $margin := include "iot.graceMargin" . | int -}}
 {{- include "iot.guard.gracePeriod" (dict "where" "services.terminationGracePeriodSeconds" "grace" $svc.terminationGracePeriodSeconds "needed" (add $svc.drainDelaySeconds $svc.shutdownTimeoutSeconds $margin) "why" (printf "services.drainDelaySeconds + services.shutdownTimeoutSeconds + %d s margin" $margin)) -}}
 {{- if eq .object "Deployment" }}
-{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" $values.replicas "key" $key "values" $values "annotations" (include "iot.checksums" (dict "root" $root "objects" (concat (list (dict "name" "postgresql-secret" "template" "iot.postgresql.manifest" "object" "Secret")) (ternary (list (dict "name" "nats-secret" "template" "iot.nats.manifest" "object" "Secret")) list $entry.nats))) | fromJson)) $ctx) }}
+{{ include "iot.workload.header" (merge (dict "kind" "Deployment" "replicas" $values.replicas "key" $key "values" $values "annotations" (include "iot.checksums" (dict "root" $root "objects" (concat (list (dict "name" "postgresql-secret" "template" "iot.postgresql.manifest" "object" "Secret") (dict "name" "postgresql-roles-secret" "template" "iot.postgresql.manifest" "object" "RolesSecret")) (ternary (list (dict "name" "nats-secret" "template" "iot.nats.manifest" "object" "Secret")) list $entry.nats))) | fromJson)) $ctx) }}
     spec:
       {{- include "iot.pod.fields" (merge (dict "key" $key "values" $values "maxReplicas" (include "iot.autoscaling.maxReplicas" (dict "values" $values)) "grace" $svc.terminationGracePeriodSeconds "securityContext" $svc.securityContext) $ctx) | nindent 6 }}
       {{- $streams := and $entry.nats (not (include "iot.diagnostic.enabled" $ctx)) }}
@@ -145,7 +145,7 @@ template files). Args: root, key (values key), object (kind).
           {{- include "iot.imageFields" $image | nindent 10 }}
           command: ["python", "-m", "services.migrate"]
           env:
-            {{- include "iot.services.baseEnv" . | nindent 12 }}
+            {{- include "iot.services.baseEnv" (merge (dict "migrate" true) .) | nindent 12 }}
             - name: MIGRATE_WAIT_SECONDS
               value: {{ $svc.migrate.waitSeconds | quote }}
           {{- include "iot.securityContext.container" (dict "root" $root "values" $values "base" $svc.securityContext) | nindent 10 }}

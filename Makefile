@@ -27,6 +27,7 @@ lint: $(STAMP)  ## ruff over the whole tree
 tools: $(STAMP)  ## build the pinned Helm 3, Helm 4, helm-docs, kube-score and checkov into .tools/ (once)
 	scripts/bootstrap-helm.sh
 	scripts/bootstrap-kube.sh  # kube-apiserver + etcd for the live chart tests (once: ~5 min on 2 idle cores)
+	PYTHON=$(PY) scripts/bootstrap-keycloak.sh  # Keycloak for the sign-in tests (once: ~200 MB download, ~25 s build)
 
 browser:  ## install Debian's chromium for the drill's browser test (once; needs root)
 	scripts/bootstrap-chromium.sh

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from iot_tools.keycloak import KeycloakServer
 from iot_tools.servers import NatsServer, PostgresServer, temp_workdir
 from iot_tools.services import ServiceProcess
 
@@ -66,6 +67,17 @@ def private_postgres() -> Iterator[Database]:
     shutil.rmtree(server.workdir, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def keycloak() -> Iterator[KeycloakServer]:
+    """A real Keycloak for the session with the realm `helm template` renders (iot_tools.keycloak),
+    its UI client allowed to redirect to http://127.0.0.1:<keycloak.ui_port>/."""
+    server = KeycloakServer.for_chart_realm(temp_workdir("iot-test-keycloak-")).start()
+    print(f"Keycloak ready in {server.started_seconds:.1f} s")
+    yield server
+    server.stop()
+    shutil.rmtree(server.workdir, ignore_errors=True)
+
+
 @pytest.fixture
 def nats_server() -> Iterator[NatsServer]:
     server = NatsServer(temp_workdir("iot-test-nats-")).start()
@@ -82,6 +94,9 @@ def service_env(db: Database, nats: NatsServer | None, **extra: str) -> dict[str
         "DRAIN_DELAY_SECONDS": "1",
         "SHUTDOWN_TIMEOUT_SECONDS": "15",
         "LOG_LEVEL": "INFO",
+        # ui_iot's sign-in is off for the tests about something else (it logs a warning);
+        # test_ui_auth.py turns it on against the real Keycloak of the `keycloak` fixture.
+        "AUTH_ENABLED": "false",
         # The test webhooks listen on 127.0.0.1, which route_delivery refuses by default:
         # allowed here explicitly (test_webhook_guard.py removes it to test the default).
         "WEBHOOK_ALLOW_CIDRS": "127.0.0.1/32",

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import json
 import time
-from html import escape
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import Counter, Histogram
 
 from services.common.health import HealthState
 from services.common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from services.common.probe_server import probe_response
+from services.ui_iot.auth import (
+    ALERTS_READ,
+    DEVICES_READ,
+    TELEMETRY_READ,
+    AuthSettings,
+    TokenRejectedError,
+    TokenValidator,
+    realm_roles,
+)
+from services.ui_iot.page import PAGE_SCRIPT, page_headers, render_page
 from services.ui_iot.queries import DatabaseUnavailableError, ReadModel
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -23,8 +32,12 @@ REQUEST_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
                            5.0, 10.0)
 
 
-def create_app(health: HealthState, model: ReadModel) -> FastAPI:
-    app = FastAPI(title="iot-platform UI", docs_url="/api/docs", openapi_url="/api/openapi.json")
+def create_app(health: HealthState, model: ReadModel, auth: AuthSettings,
+               validator: TokenValidator | None) -> FastAPI:
+    # No Swagger UI (/api/docs): it would need a CDN's scripts and cannot send a bearer token
+    # when a browser navigates to it. The OpenAPI document stays, behind a valid token.
+    app = FastAPI(title="iot-platform UI", docs_url=None, redoc_url=None, openapi_url=None)
+    signed_in = _token_check(auth, validator)
 
     @app.exception_handler(DatabaseUnavailableError)
     async def database_unavailable(_request: Request, _error: Exception) -> JSONResponse:
@@ -43,22 +56,33 @@ def create_app(health: HealthState, model: ReadModel) -> FastAPI:
         return Response(content=health.metrics.render(),
                         headers={"Content-Type": METRICS_CONTENT_TYPE})
 
-    @app.get("/api/devices")
+    @app.get("/api/devices", dependencies=[Depends(signed_in(DEVICES_READ))])
     async def devices(limit: Limit = 100) -> list[dict[str, Any]]:
         return await model.devices(limit)
 
-    @app.get("/api/devices/{device_id}/telemetry")
+    @app.get("/api/devices/{device_id}/telemetry",
+             dependencies=[Depends(signed_in(TELEMETRY_READ))])
     async def device_telemetry(device_id: str, limit: Limit = 100) -> list[dict[str, Any]]:
         rows = await model.telemetry(device_id, limit)
         return [{"ts": row["ts"], "metrics": json.loads(row["metrics"])} for row in rows]
 
-    @app.get("/api/alerts")
+    @app.get("/api/alerts", dependencies=[Depends(signed_in(ALERTS_READ))])
     async def alerts(limit: Limit = 100) -> list[dict[str, Any]]:
         return await model.alerts(limit)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get("/api/openapi.json", include_in_schema=False, dependencies=[Depends(signed_in())])
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse(_render_page(await model.devices(200), await model.alerts(50)))
+        # No data in the page itself: its script signs in and asks the API with the token.
+        return HTMLResponse(render_page(auth), headers=page_headers(auth))
+
+    @app.get("/app.js", include_in_schema=False)
+    async def script() -> Response:
+        return Response(PAGE_SCRIPT, media_type="text/javascript",
+                        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
     # Registered now, not when Starlette builds its middleware stack at the first request.
     app.add_middleware(
@@ -69,6 +93,30 @@ def create_app(health: HealthState, model: ReadModel) -> FastAPI:
             "iot_ui_request_seconds", "API and page requests: time to the end of the response.",
             REQUEST_SECONDS_BUCKETS, ["route"]))
     return app
+
+
+def _token_check(auth: AuthSettings, validator: TokenValidator | None):
+    """`signed_in(role)`: a dependency that lets a request through with a valid token carrying
+    `role` (any valid token without one); 401 without a valid token, 403 without the role."""
+
+    def signed_in(role: str | None = None):
+        async def check(request: Request) -> None:
+            if not auth.enabled or validator is None:
+                return
+            try:
+                claims = await validator.claims(request.headers.get("authorization"))
+            except TokenRejectedError as rejected:
+                error = "" if rejected.reason == "missing" else ', error="invalid_token"'
+                raise HTTPException(401, "a valid bearer token is required",
+                                    headers={"WWW-Authenticate": f'Bearer realm="iot"{error}'}
+                                    ) from None
+            if role is not None and role not in realm_roles(claims):
+                raise HTTPException(403, f"the token lacks the role {role}", headers={
+                    "WWW-Authenticate": 'Bearer realm="iot", error="insufficient_scope"'})
+
+        return check
+
+    return signed_in
 
 
 class RequestMetrics:
@@ -105,23 +153,3 @@ class RequestMetrics:
 def _probe(answer, request: Request) -> Response:
     status, content_type, body = probe_response(answer, "verbose" in request.query_params)
     return Response(content=body, status_code=status, media_type=content_type)
-
-
-def _render_page(devices: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> str:
-    device_rows = "".join(
-        f"<tr><td>{escape(d['device_id'])}</td><td>{escape(d['status'])}</td>"
-        f"<td>{escape(str(d['last_seen']))}</td></tr>" for d in devices
-    ) or '<tr><td colspan="3">no devices yet</td></tr>'
-    alert_rows = "".join(
-        f"<tr><td>{escape(str(a['created_at']))}</td><td>{escape(a['rule'])}</td>"
-        f"<td>{escape(a['device_id'])}</td><td>{a['observed']:g}</td></tr>" for a in alerts
-    ) or '<tr><td colspan="4">no alerts</td></tr>'
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>iot-platform</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2rem}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}</style></head>
-<body><h1>iot-platform</h1>
-<h2>Devices</h2>
-<table><tr><th>device</th><th>status</th><th>last seen</th></tr>{device_rows}</table>
-<h2>Recent alerts</h2><table><tr><th>when</th><th>rule</th><th>device</th><th>observed</th></tr>
-{alert_rows}</table></body></html>"""

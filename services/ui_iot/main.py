@@ -16,10 +16,12 @@ from services.common.logs import ProbePathFilter
 from services.common.runtime import run
 from services.common.workers import Workers
 from services.ui_iot.app import create_app
+from services.ui_iot.auth import SigningKeys, TokenValidator
 from services.ui_iot.config import UiConfig
 from services.ui_iot.queries import ReadModel
 
 NAME = "ui_iot"
+log = logging.getLogger(NAME)
 
 
 class UiService:
@@ -30,14 +32,27 @@ class UiService:
                                        writes=False)  # ui_iot only reads
         self.model = ReadModel(config.database, health, config.pool_size, config.query_timeout)
         self._workers = Workers(health)
+        self.keys: SigningKeys | None = None
+        self.validator: TokenValidator | None = None
+        if config.auth.enabled:
+            self.keys = SigningKeys(config.auth, health)
+            self.validator = TokenValidator(config.auth, self.keys, health)
+        else:
+            log.warning("AUTH_ENABLED=false: THE API ANSWERS ANYONE WITHOUT A TOKEN. Development "
+                        "only; never expose this instance (README: Sign-in)")
 
     async def start(self) -> None:
         self._workers.start("database-probe", self._database.run())
         # Critical: it retries every dependency error itself, so its end is a bug.
         self._workers.start("api-pool", self.model.run())
+        if self.keys is not None:
+            # Critical too: it survives every fetch failure (keeping the cached keys).
+            self._workers.start("signing-keys", self.keys.run())
 
     async def stop(self) -> None:
         await self._workers.cancel()
+        if self.keys is not None:
+            await self.keys.close()
         await self.model.close()
         await self._database.close()
 
@@ -75,7 +90,8 @@ class UvicornProbeServer:
 
 def assemble(config: UiConfig, health: HealthState):
     service = UiService(config, health)
-    server = UvicornProbeServer(create_app(health, service.model), config.runtime.health_port)
+    app = create_app(health, service.model, config.auth, service.validator)
+    server = UvicornProbeServer(app, config.runtime.health_port)
     return service, server
 
 

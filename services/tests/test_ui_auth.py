@@ -96,11 +96,19 @@ def auth_env(database: Database, keycloak: KeycloakServer, **extra: str) -> dict
                        AUTH_JWKS_URL=keycloak.jwks_url, **extra)
 
 
-@pytest.fixture
-def ui(launch: Launch, database: Database, keycloak: KeycloakServer) -> ServiceProcess:
-    service = launch("ui_iot", auth_env(database, keycloak))
+def started_with_keys(service: ServiceProcess) -> ServiceProcess:
+    """Ready, and its first (scheduled) key fetch done: later fetches are the test's doing."""
     service.wait_ready()
+    assert wait_until(lambda: jwks_fetches(service, "scheduled") >= 1, timeout=20) is not None
     return service
+
+
+@pytest.fixture
+def ui(launch: Launch, database: Database, keycloak: KeycloakServer,
+       forger: Forger) -> ServiceProcess:
+    """ui_iot checking tokens against the `keycloak` fixture; the forger's key is in the realm
+    before it starts, so that key is no unknown kid."""
+    return started_with_keys(launch("ui_iot", auth_env(database, keycloak)))
 
 
 def call(service: ServiceProcess, path: str, token: str | None = None,
@@ -267,8 +275,8 @@ def test_a_rotated_key_is_fetched_once_on_its_unknown_kid_and_then_accepted(
 
 def test_a_flood_of_unknown_kids_costs_keycloak_at_most_one_fetch(
         launch: Launch, database: Database, keycloak: KeycloakServer, forger: Forger) -> None:
-    ui = launch("ui_iot", auth_env(database, keycloak, AUTH_JWKS_MIN_REFRESH_SECONDS="60"))
-    ui.wait_ready()
+    ui = started_with_keys(
+        launch("ui_iot", auth_env(database, keycloak, AUTH_JWKS_MIN_REFRESH_SECONDS="60")))
     assert call(ui, "/api/alerts", forger.token())[0] == 200
     statuses = [call(ui, "/api/alerts", forger.token(kid=f"bogus-{n}"))[0] for n in range(50)]
     assert statuses == [401] * 50

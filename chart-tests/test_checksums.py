@@ -21,6 +21,7 @@ OBJECTS = {
     "checksum/emqx-secret": ("Secret", "iot-emqx"),
     "checksum/emqx-config": ("ConfigMap", "iot-emqx"),
     "checksum/nats-config": ("ConfigMap", "iot-nats"),
+    "checksum/nats-secret": ("Secret", "iot-nats"),
 }
 # The superuser's password: PostgreSQL itself and the services' migrate init containers.
 DATABASE_USERS = (
@@ -33,12 +34,17 @@ ROLE_USERS = (
 )
 EXPECTED = {
     **{name: {"checksum/postgresql-secret"} for name in DATABASE_USERS},
-    **{name: {"checksum/postgresql-secret", "checksum/postgresql-roles-secret"} for name in ROLE_USERS},
+    **{name: {"checksum/postgresql-secret", "checksum/postgresql-roles-secret"}
+       for name in ROLE_USERS},
     "iot-keycloak": {"checksum/postgresql-roles-secret", "checksum/keycloak-secret",
                      "checksum/keycloak-realm"},
-    "iot-nats": {"checksum/nats-config"},
-    "iot-emqx": {"checksum/emqx-config", "checksum/emqx-secret"},
+    "iot-nats": {"checksum/nats-config", "checksum/nats-secret"},
+    "iot-emqx": {"checksum/emqx-config", "checksum/emqx-secret", "checksum/nats-secret"},
 }
+# The NATS users' passwords (Secret iot-nats): nats-server itself, EMQX's bridge and the pods that
+# log in with them (ingest and route-delivery, whose `streams` init container logs in as the owner).
+NATS_USERS = ("iot-ingest", "iot-route-delivery")
+EXPECTED |= {name: EXPECTED[name] | {"checksum/nats-secret"} for name in NATS_USERS}
 
 
 def _checksums(docs: list[dict]) -> dict[str, dict[str, str]]:
@@ -108,6 +114,21 @@ def test_an_emqx_config_change_rolls_emqx_only(base_docs, render, changes):
     assert rolled == {("Deployment", "iot-emqx")}
 
 
+def test_a_new_nats_password_rolls_nats_and_the_pods_that_log_in_to_it(
+    base_docs, render, changes
+):
+    changed = changes(base_docs, render("nats.auth.passwords.ingest=another-password-6"))
+    assert changed.pop(("Secret", "iot-nats", "data", "ingest-password"))
+    annotation = ("spec", "template", "metadata", "annotations", "checksum/nats-secret")
+    assert set(changed) == {
+        (kind, name, *annotation)
+        for kind, name in (
+            *(("Deployment", name) for name in (*NATS_USERS, "iot-emqx")),
+            ("StatefulSet", "iot-nats"),
+        )
+    }
+
+
 def test_an_existing_secret_has_no_checksum(render):
     sums = _checksums(render("postgresql.auth.existingSecret=my-db"))
     assert not any("checksum/postgresql-secret" in found for found in sums.values())
@@ -117,7 +138,7 @@ def test_an_existing_secret_has_no_checksum(render):
 def test_generated_secrets_are_kept_by_helm_uninstall(default_renders, major):
     secrets = [doc for doc in default_renders[major] if doc["kind"] == "Secret"]
     assert {doc["metadata"]["name"] for doc in secrets} == {
-        "iot-postgresql", "iot-postgresql-roles", "iot-keycloak", "iot-emqx"
+        "iot-postgresql", "iot-postgresql-roles", "iot-keycloak", "iot-emqx", "iot-nats"
     }
     for doc in secrets:
         assert doc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"

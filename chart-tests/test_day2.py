@@ -4,6 +4,7 @@ pg_isready's own timeout below the probe's, and liveness probes that differ from
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from iot_tools import helm
+from iot_tools.chart_nats import Login, logins, nats_pod_env
 from iot_tools.kube import KUBE_VERSIONS
 
 MAJORS = (3, 4)
@@ -116,12 +118,20 @@ def test_default_render_runs_each_components_own_process(default_renders):
 
 
 def test_migrate_disabled_omits_every_migrate_init_container(render, base_docs, changes):
+    """The switch is about the database schema: the `streams` init container (it manages the
+    NATS streams) stays in the pods that use NATS, unchanged."""
     docs = render("services.migrate.enabled=false")
     services = [w for w in helm.workloads(docs) if w["kind"] == "Deployment"
                 and w["metadata"]["name"] not in ("iot-keycloak", "iot-emqx")]
     assert len(services) == 5
-    for workload in services:
-        assert "initContainers" not in helm.pod_spec(workload)
+    init = {w["metadata"]["name"]: [c["name"] for c in helm.pod_spec(w).get("initContainers", [])]
+            for w in services}
+    assert init == {"iot-ingest": ["streams"], "iot-evaluator": [], "iot-ui-iot": [],
+                    "iot-ops-worker": [], "iot-route-delivery": ["streams"]}
+    before = _containers(base_docs, init=True)
+    after = _containers(docs, init=True)
+    for name in (("iot-ingest", "streams"), ("iot-route-delivery", "streams")):
+        assert after[name] == before[name]
     changed = changes(base_docs, docs)
     assert changed and all("initContainers" in path for path in changed)
 
@@ -180,9 +190,12 @@ def test_rendered_prestop_puts_a_real_nats_server_in_lame_duck_mode(render, tmp_
     the hook returns at once, the server logs lame-duck mode, refuses new clients and ignores
     SIGTERM (the kubelet's, sent right after the hook) while it still has a client, so it can
     close its clients over the lame-duck duration (not waited for here: 30 s at least). With
-    no client at all it would exit at once."""
+    no client at all it would exit at once. nats.conf reads the users' passwords from the
+    pod's environment (the Secret iot-nats), so the server gets that environment and the
+    client logs in as one of the chart's users."""
     assert NATS_SERVER.exists(), f"nats-server missing at {NATS_SERVER}: install the test extras"
-    config, _, container = _nats(render())
+    docs = render()
+    config, _, container = _nats(docs)
     assert "lame_duck_grace_period: 5s" in config
     client, monitor, mqtt = _free_port(), _free_port(), _free_port()
     pid_file = tmp_path / "nats.pid"
@@ -197,7 +210,7 @@ def test_rendered_prestop_puts_a_real_nats_server_in_lame_duck_mode(render, tmp_
     (tmp_path / "nats.conf").write_text(local)
     server = subprocess.Popen(
         [str(NATS_SERVER), "--config", str(tmp_path / "nats.conf")],
-        env={**os.environ, "POD_NAME": "iot-nats-0"},
+        env={**os.environ, "POD_NAME": "iot-nats-0", **nats_pod_env(docs)},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -208,7 +221,7 @@ def test_rendered_prestop_puts_a_real_nats_server_in_lame_duck_mode(render, tmp_
         hook = [word.replace("/var/run/nats/nats.pid", str(pid_file))
                 for word in container["lifecycle"]["preStop"]["exec"]["command"]]
         hook[0] = str(NATS_SERVER)
-        client_connection = _nats_client(client)
+        client_connection = _nats_client(client, logins(docs)["ingest"])
         assert subprocess.run(hook, check=False, capture_output=True, timeout=10).returncode == 0
         deadline = time.monotonic() + 10
         while _accepts(client):
@@ -224,12 +237,14 @@ def test_rendered_prestop_puts_a_real_nats_server_in_lame_duck_mode(render, tmp_
     assert "Entering lame duck mode" in stderr
 
 
-def _nats_client(port: int) -> socket.socket:
-    """A connected NATS client (the protocol by hand: INFO, CONNECT, PING -> PONG)."""
+def _nats_client(port: int, login: Login) -> socket.socket:
+    """A connected NATS client (the protocol by hand: INFO, CONNECT with the login, PING ->
+    PONG)."""
     connection = socket.create_connection(("127.0.0.1", port), timeout=5)
     reader = connection.makefile("rb")
     assert reader.readline().startswith(b"INFO ")
-    connection.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
+    connect = json.dumps({"verbose": False, "user": login.user, "pass": login.password})
+    connection.sendall(f"CONNECT {connect}\r\nPING\r\n".encode())
     assert reader.readline() == b"PONG\r\n"
     return connection
 

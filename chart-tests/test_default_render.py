@@ -188,7 +188,8 @@ def test_every_workload_carries_the_standard_labels_with_its_component(default_r
 def test_every_object_carries_the_standard_labels(default_renders):
     for doc in default_renders[3]:
         labels = doc["metadata"]["labels"]
-        # `helm test` pods are labelled `test`: a component's label would put them behind its Service
+        # `helm test` pods are labelled `test`: a component's label would put them behind its
+        # Service
         is_test = doc["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"
         components = {"test"} if is_test else set(COMPONENT_LABELS.values())
         if doc["kind"] == "NetworkPolicy":  # one for all pods, one for the `helm test` pods
@@ -240,6 +241,12 @@ DATABASE_ROLES = {
 }
 
 
+NATS_USERS = {
+    "iot-ingest": ("ingest", "ingest-password"),
+    "iot-route-delivery": ("route-delivery", "route-delivery-password"),
+}
+
+
 @pytest.mark.parametrize("name", sorted(SERVICES))
 def test_service_env_follows_the_contract(default_renders, name):
     _, uses_nats, _ = SERVICES[name]
@@ -258,7 +265,14 @@ def test_service_env_follows_the_contract(default_renders, name):
     assert env["LOG_LEVEL"]["value"] == "INFO"
     assert ("NATS_URL" in env) is uses_nats
     if uses_nats:
+        # Each NATS client logs in as its own user (chart-tests/test_nats_auth.py).
+        user, secret_key = NATS_USERS[name]
         assert env["NATS_URL"]["value"] == "nats://iot-nats:4222"
+        assert env["NATS_USER"]["value"] == user
+        assert env["NATS_PASSWORD"]["valueFrom"] == {
+            "secretKeyRef": {"name": "iot-nats", "key": secret_key}
+        }
+        assert env["NATS_INBOX_PREFIX"]["value"] == f"_INBOX.{user}"
     for knob, value in SERVICE_KNOBS[name].items():
         assert env[knob]["value"] == value
     contract = {
@@ -270,7 +284,7 @@ def test_service_env_follows_the_contract(default_renders, name):
         "SHUTDOWN_TIMEOUT_SECONDS",
         "WORKER_STALL_SECONDS",
         "LOG_LEVEL",
-        "NATS_URL",
+        *(("NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_INBOX_PREFIX") if uses_nats else ()),
     }
     assert set(env) <= contract | set(SERVICE_KNOBS[name])
 
@@ -278,7 +292,10 @@ def test_service_env_follows_the_contract(default_renders, name):
 @pytest.mark.parametrize("name", sorted(SERVICES))
 def test_service_pod_migrates_first_without_probes(default_renders, name):
     pod = helm.pod_spec(_workload(default_renders[3], name))
-    (migrate,) = pod["initContainers"]
+    init = {container["name"]: container for container in pod["initContainers"]}
+    # The pods that use NATS also create their streams first, as the NATS owner.
+    assert set(init) == ({"streams", "migrate"} if name in NATS_USERS else {"migrate"})
+    migrate = init["migrate"]
     main = pod["containers"][0]
     assert migrate["name"] == "migrate"
     assert migrate["command"] == ["python", "-m", "services.migrate"]
@@ -292,6 +309,24 @@ def test_service_pod_migrates_first_without_probes(default_renders, name):
         "secretKeyRef": {"name": "iot-postgresql", "key": "password"}
     }
     assert not {"livenessProbe", "readinessProbe", "startupProbe"} & migrate.keys()
+
+
+@pytest.mark.parametrize("name", sorted(NATS_USERS))
+def test_nats_service_pod_creates_its_streams_first_as_the_nats_owner(default_renders, name):
+    pod = helm.pod_spec(_workload(default_renders[3], name))
+    (streams,) = [c for c in pod["initContainers"] if c["name"] == "streams"]
+    assert streams["command"] == ["python", "-m", "services.migrate.nats"]
+    assert streams["image"] == pod["containers"][0]["image"]
+    env = _env(streams)
+    assert env["NATS_URL"]["value"] == "nats://iot-nats:4222"
+    assert env["NATS_USER"]["value"] == "owner"
+    assert env["NATS_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "iot-nats", "key": "owner-password"}
+    }
+    assert env["MIGRATE_WAIT_SECONDS"]["value"] == "300"
+    # It manages NATS streams only: no database login reaches it.
+    assert not {key for key in env if key.startswith(("PG", "DB_", "DATABASE_"))}
+    assert not {"livenessProbe", "readinessProbe", "startupProbe"} & streams.keys()
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -334,7 +369,8 @@ def test_only_needed_ports_are_exposed_through_services(default_renders):
         "iot-keycloak": {("http", 8080, "http")},
         "iot-emqx": {("mqtt", 1883, "mqtt")},
         # monitor: NATS's read-only /healthz for `helm test` (templates/tests/nats-healthz.yaml)
-        "iot-nats": {("client", 4222, "client"), ("monitor", 8222, "monitor"), ("mqtt", 1883, "mqtt")},
+        "iot-nats": {("client", 4222, "client"), ("monitor", 8222, "monitor"),
+                     ("mqtt", 1883, "mqtt")},
         "iot-postgresql": {("postgresql", 5432, "postgresql")},
     }
     for doc in default_renders[3]:

@@ -97,19 +97,51 @@ def test_database_tls_reaches_every_service_and_its_migrate_container(external, 
     workload = deployment(external, name)
     assert volumes(workload)["db-ca"]["secret"] == {
         "secretName": "db-ca", "items": [{"key": "root.crt", "path": "ca.crt"}]}
-    for container in containers(workload).values():
+    users = {key: c for key, c in containers(workload).items() if key != "streams"}
+    assert set(users) == {"migrate", name.removeprefix("iot-")}
+    for container in users.values():
         env = helm.env_by_name(container)
         assert env["PGSSLMODE"]["value"] == "verify-full"
         assert env["PGSSLROOTCERT"]["value"] == "/etc/iot/db-ca/ca.crt"
         assert mounts(container)["db-ca"] == "/etc/iot/db-ca"
 
 
+@pytest.mark.parametrize("name", NATS_SERVICES)
+def test_streams_init_container_gets_the_nats_ca_and_nothing_of_the_database(external, name):
+    """`streams` manages the NATS streams: the external NATS's login and CA, no PG* variable,
+    no database CA."""
+    streams = containers(deployment(external, name))["streams"]
+    env = helm.env_by_name(streams)
+    assert env["NATS_URL"]["value"] == "tls://nats.messaging.svc:4222"
+    assert env["NATS_USER"]["valueFrom"] == {"secretKeyRef": {"name": "nats-login", "key": "user"}}
+    assert env["NATS_TLS_CA_FILE"]["value"] == "/etc/iot/nats-ca/ca.crt"
+    assert mounts(streams)["nats-ca"] == "/etc/iot/nats-ca"
+    assert [n for n in env if n.startswith(("PG", "DB_", "DATABASE_"))] == []
+    assert "db-ca" not in mounts(streams)
+
+
 def test_default_render_sets_no_tls_variables(default_renders):
     for workload in helm.workloads(default_renders[3]):
         for container in containers(workload).values():
             names = set(helm.env_by_name(container))
-            assert names.isdisjoint({"PGSSLMODE", "PGSSLROOTCERT", "NATS_USER", "NATS_PASSWORD",
-                                     "NATS_TLS_CA_FILE"}), workload["metadata"]["name"]
+            assert names.isdisjoint({"PGSSLMODE", "PGSSLROOTCERT", "NATS_TLS_CA_FILE"}), (
+                workload["metadata"]["name"])
+            assert not {"db-ca", "nats-ca"} & set(mounts(container)), workload["metadata"]["name"]
+
+
+def test_default_render_logs_in_to_nats_from_the_charts_own_secret(default_renders):
+    """Without externalNats the NATS logins come from the generated Secret iot-nats, never from
+    an external login Secret."""
+    logged_in = set()
+    for workload in helm.workloads(default_renders[3]):
+        for key, container in containers(workload).items():
+            env = helm.env_by_name(container)
+            if "NATS_PASSWORD" in env:
+                assert env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "iot-nats"
+                assert "value" in env["NATS_USER"]  # the chart's user name, not a Secret's
+                logged_in.add((workload["metadata"]["name"], key))
+    assert logged_in == {(name, container) for name in NATS_SERVICES
+                         for container in ("streams", name.removeprefix("iot-"))}
 
 
 def test_default_nats_url_is_the_in_chart_service(default_renders):

@@ -65,12 +65,14 @@ def test_existing_secrets_replace_the_chart_secrets():
             "keycloak.admin.existingSecret=my-kc",
             "emqx.auth.existingSecret=my-emqx",
             "postgresql.roles.existingSecret=my-roles",
+            "nats.auth.existingSecret=my-nats",
         )
     )
     assert [doc for doc in docs if doc["kind"] == "Secret"] == []
     refs = _secret_refs(docs)
-    assert {name for _, _, name in refs} == {"my-db", "my-kc", "my-emqx", "my-roles"}
+    assert {name for _, _, name in refs} == {"my-db", "my-kc", "my-emqx", "my-roles", "my-nats"}
     assert ("iot-evaluator", "PGPASSWORD", "my-roles") in refs
+    assert ("iot-ingest", "NATS_PASSWORD", "my-nats") in refs
     assert ("iot-postgresql", "POSTGRES_PASSWORD", "my-db") in refs
     ingest = helm.pod_spec(helm.by_kind_and_name(docs)[("Deployment", "iot-ingest")])
     migrate = next(c for c in ingest["initContainers"] if c["name"] == "migrate")

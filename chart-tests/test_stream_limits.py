@@ -31,9 +31,18 @@ def _env(docs: list[dict], name: str) -> dict[str, str]:
     return {item["name"]: item.get("value") for item in _container(docs, name)["env"]}
 
 
-def _deployment_env(workload: str, container: str, variable: str) -> tuple:
-    path = ("Deployment", workload, "spec", "template", "spec", "containers", container, "env")
+def _deployment_env(workload: str, container: str, variable: str, *,
+                    init: bool = False) -> tuple:
+    containers = "initContainers" if init else "containers"
+    path = ("Deployment", workload, "spec", "template", "spec", containers, container, "env")
     return (*path, variable, "value")
+
+
+def _streams_env(variable: str) -> tuple[tuple, ...]:
+    """The variable in the `streams` init container of both pods that use NATS: either pod may
+    start first, so each one's creates both streams with every limit."""
+    return tuple(_deployment_env(workload, "streams", variable, init=True)
+                 for workload in ("iot-ingest", "iot-route-delivery"))
 
 
 def _fails(*set_values: str, major: int = 3, skip_schema: bool = False) -> str:
@@ -80,21 +89,21 @@ def test_a_stream_override_changes_only_that_variable(base_docs, render, changes
     # not the NATS pod either: stream limits are not in nats.conf, so no checksum roll
     after = render("nats.jetstream.streams.telemetry.maxBytes=2Gi")
     assert changes(base_docs, after) == {
-        _deployment_env("iot-ingest", "ingest", "TELEMETRY_MAX_BYTES"): (
-            "4294967296",
-            "2147483648",
-        )
+        path: ("4294967296", "2147483648")
+        for path in (_deployment_env("iot-ingest", "ingest", "TELEMETRY_MAX_BYTES"),
+                     *_streams_env("TELEMETRY_MAX_BYTES"))
     }
 
 
 def test_a_routes_override_reaches_both_services_that_use_routes(base_docs, render, changes):
     after = render("nats.jetstream.streams.routes.maxAgeSeconds=3600")
     assert changes(base_docs, after) == {
-        _deployment_env("iot-ingest", "ingest", "ROUTES_MAX_AGE_SECONDS"): ("86400", "3600"),
-        _deployment_env("iot-route-delivery", "route-delivery", "ROUTES_MAX_AGE_SECONDS"): (
-            "86400",
-            "3600",
-        ),
+        path: ("86400", "3600")
+        for path in (
+            _deployment_env("iot-ingest", "ingest", "ROUTES_MAX_AGE_SECONDS"),
+            _deployment_env("iot-route-delivery", "route-delivery", "ROUTES_MAX_AGE_SECONDS"),
+            *_streams_env("ROUTES_MAX_AGE_SECONDS"),
+        )
     }
 
 

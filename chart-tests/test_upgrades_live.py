@@ -228,9 +228,16 @@ def test_the_documented_user_rename_upgrades(apiserver, major):
     _delete_statefulset_orphaning_its_pods(apiserver, namespace, "iot-postgresql")
     result = _upgrade(apiserver, major, namespace, "postgresql.auth.username=other")
     assert result.returncode == 0, result.stderr
+    # The superuser is the server's bootstrap user and migrate's admin login; the services keep
+    # logging in as their own roles.
+    postgresql = _workload(apiserver, namespace, "statefulsets", "iot-postgresql")
+    assert helm.env_by_name(helm.main_container(postgresql))["POSTGRES_USER"]["value"] == "other"
     ingest = _workload(apiserver, namespace, "deployments", "iot-ingest")
+    (migrate,) = [c for c in helm.pod_spec(ingest)["initContainers"] if c["name"] == "migrate"]
+    assert helm.env_by_name(migrate)["DB_ADMIN_USER"]["value"] == "other"
     env = helm.env_by_name(helm.main_container(ingest))
-    assert env["DATABASE_URL"]["value"].startswith("postgresql://other@")
+    assert env["PGUSER"]["value"] == "iot_ingest"
+    assert "other" not in env["DATABASE_URL"]["value"]
 
 
 @pytest.fixture(scope="module")
@@ -254,8 +261,17 @@ VARIANT = (
     "postgresql.enabled=false",
     "externalDatabase.url=postgresql://iot@db.example:5432/iot",
     "externalDatabase.existingSecret=iot-db",
+    "externalDatabase.roles.ingest=db-ingest",
+    "externalDatabase.roles.evaluator=db-evaluator",
+    "externalDatabase.roles.uiIot=db-ui",
+    "externalDatabase.roles.opsWorker=db-ops",
+    "externalDatabase.roles.routeDelivery=db-route-delivery",
+    "externalDatabase.admin.existingSecret=db-admin",
     "keycloak.database.host=kc-db.example",
+    "keycloak.database.username=keycloak",
+    "keycloak.database.existingSecret=kc-db",
     "keycloak.admin.existingSecret=kc-admin",
+    "keycloak.hostname=id.example.com",
     "emqx.auth.existingSecret=emqx-secrets",
     "nats.mqtt.enabled=false",
     "emqx.bridgeToNats.enabled=false",
@@ -263,6 +279,8 @@ VARIANT = (
     "uiIot.probes.readiness.tcpSocket.port=health",
     "evaluator.probes.startup.grpc.port=8080",
     "opsWorker.probes.startup.enabled=false",
+    "routeDelivery.extraEnv[0].name=EXTRA",
+    "routeDelivery.extraEnv[0].value=one",
 )
 
 

@@ -105,11 +105,12 @@ check it. Args: root.
 
 {{/*
 Volume mounts of one service container for the CA certificates it uses (a YAML list, possibly
-empty). Args: root, nats (whether the container talks to NATS).
+empty). Args: root, nats (whether the container talks to NATS), database (optional, default
+true: whether it talks to PostgreSQL; the `streams` init container does not).
 */}}
 {{- define "iot.external.volumeMounts" -}}
 {{- $mounts := list -}}
-{{- if (include "iot.database.tls" .root | fromJson).caSecret -}}
+{{- if and (dig "database" true .) (include "iot.database.tls" .root | fromJson).caSecret -}}
 {{- $mounts = append $mounts (dict "name" "db-ca" "mountPath" (include "iot.external.dbCaDir" .) "readOnly" true) -}}
 {{- end -}}
 {{- if and .nats (include "iot.nats" .root | fromJson).caSecret -}}

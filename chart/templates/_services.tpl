@@ -225,7 +225,7 @@ diagnosticMode. Args: root, values (the service's), image.
   volumeMounts:
     - name: tmp
       mountPath: /tmp
-    {{- with include "iot.external.volumeMounts" (dict "root" .root "nats" true) | fromYamlArray }}
+    {{- with include "iot.external.volumeMounts" (dict "root" .root "nats" true "database" false) | fromYamlArray }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
 {{- end -}}

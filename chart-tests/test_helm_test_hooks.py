@@ -154,7 +154,7 @@ def _local(command: list[str], host_port: str) -> list[str]:
 class _Status(http.server.BaseHTTPRequestHandler):
     status = 200
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         self.send_response(self.status)
         self.end_headers()
         self.wfile.write(b'{"failed": ["db"]}' if self.status != 200 else b"{}")
@@ -204,8 +204,8 @@ def test_pg_isready_check_passes_against_a_real_postgresql_and_fails_once_it_sto
 ):
     server = PostgresServer(temp_workdir("iot-test-hook-pg-")).start()
     try:
-        command = _local(_command(default_renders[3], "iot-test-postgresql-ready")[:3],
-                         f"127.0.0.1:{server.port}") + ["-t", "10"]
+        command = [*_local(_command(default_renders[3], "iot-test-postgresql-ready")[:3],
+                           f"127.0.0.1:{server.port}"), "-t", "10"]
         ok = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
         assert ok.returncode == 0, ok.stdout + ok.stderr
     finally:

@@ -46,7 +46,8 @@ def test_node_port_and_load_balancer_notes_say_how_to_find_the_address(fixed_sec
     notes = helm.notes(set_values=(*fixed_secrets, "uiIot.service.type=NodePort",
                                    "emqx.service.type=LoadBalancer",
                                    "emqx.tls.existingSecret=mqtt-tls"))
-    assert "get service iot-ui-iot -o jsonpath='{.spec.ports[?(@.name==\"http\")].nodePort}'" in notes
+    node_port = "jsonpath='{.spec.ports[?(@.name==\"http\")].nodePort}'"
+    assert f"get service iot-ui-iot -o {node_port}" in notes
     assert "get service iot-emqx -o jsonpath='{.status.loadBalancer.ingress[0].ip}" in notes
     assert "mqtts://<that address>:8883" in notes
 
@@ -56,7 +57,8 @@ def test_ingress_and_httproute_notes_give_their_urls(fixed_secrets):
         *fixed_secrets, "uiIot.ingress.enabled=true", "uiIot.ingress.hosts[0].host=iot.example.com",
         "uiIot.ingress.tls[0].secretName=t", "uiIot.ingress.tls[0].hosts[0]=iot.example.com",
         "keycloak.httpRelativePath=/auth", "keycloak.httpRoute.enabled=true",
-        "keycloak.httpRoute.parentRefs[0].name=gw", "keycloak.httpRoute.hostnames[0]=id.example.com"))
+        "keycloak.httpRoute.parentRefs[0].name=gw",
+        "keycloak.httpRoute.hostnames[0]=id.example.com"))
     assert "https://iot.example.com/" in notes
     assert "HTTPRoute iot-keycloak on Gateway gw" in notes
     assert "://id.example.com/auth" in notes

@@ -100,12 +100,13 @@ class Platform:
 
     def service_env(self, service: str, nats: NatsServer | None = None,
                     **extra: str) -> dict[str, str]:
-        """A service process's environment as the chart gives it: its own role only."""
+        """A service process's environment as the chart gives it: its own role only (ui_iot's
+        sign-in is off: these tests are about database roles; test_ui_auth covers it)."""
         return {"DATABASE_URL": self.url, "PGUSER": self.user(service),
                 "PGPASSWORD": self.password(service),
                 "NATS_URL": nats.url if nats else "nats://127.0.0.1:1",
                 "DRAIN_DELAY_SECONDS": "1", "SHUTDOWN_TIMEOUT_SECONDS": "15",
-                "LOG_LEVEL": "INFO", **extra}
+                "LOG_LEVEL": "INFO", "AUTH_ENABLED": "false", **extra}
 
     async def connect(self, who: str, database: str | None = None,
                       password: str | None = None) -> asyncpg.Connection:

@@ -54,12 +54,13 @@ class Run:
 
 async def consume(url: str, scenario: Callable[[Run], Awaitable[None]], *,
                   budget: int = 32 * 1024 * 1024, max_ack_pending: int = 10_000,
-                  batch: int = 100, ping_interval: float = 2.0, in_flight: int = 4) -> Run:
+                  batch: int = 100, ping_interval: float = 2.0, in_flight: int = 4,
+                  expires: float = EXPIRES) -> Run:
     health = HealthState("lean-test")
     link = NatsLink(url, "lean-test", health, ping_interval=ping_interval)
     connecting = asyncio.create_task(link.connect())
     consumer = LeanPullConsumer(link, health, TELEMETRY, DURABLE, ack_wait=30,
-                                max_ack_pending=max_ack_pending, expires=EXPIRES,
+                                max_ack_pending=max_ack_pending, expires=expires,
                                 idle_heartbeat=HEARTBEAT, in_flight=in_flight)
     run = Run(health, link, consumer, ByteBudget(budget))
 
@@ -228,7 +229,9 @@ def test_a_frozen_server_fails_readiness_through_missed_heartbeats_within_the_bo
             nats_server.thaw()
         assert await until(run.nats_ok, 15) is not None
 
-    run = run_async(consume(nats_server.url, scenario, ping_interval=600))
+    # Requests expire long after the bound, so neither an expiry nor a ping can be what noticed.
+    run = run_async(consume(nats_server.url, scenario, ping_interval=600,
+                            expires=4 * LOST_BOUND))
     assert run.consumer.requests_lost >= 1
 
 

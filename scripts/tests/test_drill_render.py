@@ -6,13 +6,14 @@ the values."""
 from __future__ import annotations
 
 import base64
+import copy
 import subprocess
 import sys
 
 import pytest
 from iot_tools import helm
 from iot_tools.drill.limits import START_ALLOWANCE_SECONDS, Limits
-from iot_tools.drill.platform import LocalPlatform, rewrite_endpoints
+from iot_tools.drill.platform import LocalPlatform, local_nats_config, rewrite_endpoints
 from iot_tools.drill.render import RenderReadError, platform_from_docs, read_render
 from iot_tools.drill.spec import HttpGet, ProbeSpec, UnsupportedProbe
 from iot_tools.drill.timescale import TimeScale
@@ -45,17 +46,70 @@ def test_the_five_services_with_their_rendered_probes_and_grace(rendered, docs):
     assert rendered.migrate.command == ("python", "-m", "services.migrate")
 
 
-def test_pgpassword_is_the_rendered_secret_and_the_urls_name_services(rendered, docs):
-    secret = helm.by_kind_and_name(docs)[("Secret", "iot-postgresql")]
-    password = base64.b64decode(secret["data"]["password"]).decode()
-    assert rendered.database_password == password
+def secret_value(docs: list[dict], name: str, key: str) -> str:
+    return base64.b64decode(helm.by_kind_and_name(docs)[("Secret", name)]["data"][key]).decode()
+
+
+def test_each_service_logs_in_as_its_own_role_with_the_rendered_password(rendered, docs):
+    keys = {"ingest_iot": "ingest", "evaluator_iot": "evaluator", "ui_iot": "uiIot",
+            "ops_worker": "opsWorker", "route_delivery": "routeDelivery"}
+    users = set()
     for plan in rendered.containers:
-        assert plan.env["PGPASSWORD"] == password
-        assert plan.env["DATABASE_URL"] == "postgresql://iot@iot-postgresql:5432/iot"
+        assert plan.env["DATABASE_URL"] == "postgresql://iot-postgresql:5432/iot"
+        assert plan.env["PGPASSWORD"] == secret_value(docs, "iot-postgresql-roles",
+                                                      keys[plan.service])
+        users.add(plan.env["PGUSER"])
+    assert len(users) == len(SERVICES), "a role per service"
     assert (rendered.database.host, rendered.database.port) == ("iot-postgresql", 5432)
     assert (rendered.nats.host, rendered.nats.port) == ("iot-nats", 4222)
     assert set(rendered.nats_users) == {"ingest_iot", "route_delivery"}
     assert set(rendered.database_users) == set(SERVICES)
+
+
+def test_the_drills_superuser_is_the_renders_bootstrap_admin(rendered, docs):
+    postgresql = helm.main_container(
+        helm.by_kind_and_name(docs)[("StatefulSet", "iot-postgresql")])
+    env = {item["name"]: item.get("value") for item in postgresql["env"]}
+    assert rendered.database_admin == env["POSTGRES_USER"] == rendered.migrate.env[
+        "DB_ADMIN_USER"]
+    assert rendered.database_admin_password == secret_value(docs, "iot-postgresql", "password")
+    assert rendered.migrate.env["PGUSER"] == "iot_owner"
+
+
+def test_the_streams_init_container_and_the_nats_config_come_from_the_render(rendered, docs):
+    assert rendered.streams.command == ("python", "-m", "services.migrate.nats")
+    assert rendered.streams.env["NATS_USER"] == "owner"
+    assert rendered.streams.env["NATS_PASSWORD"] == secret_value(docs, "iot-nats",
+                                                                 "owner-password")
+    assert rendered.nats_server.config == helm.by_kind_and_name(docs)[
+        ("ConfigMap", "iot-nats")]["data"]["nats.conf"]
+    assert rendered.nats_server.env["NATS_INGEST_PASSWORD"] == secret_value(
+        docs, "iot-nats", "ingest-password")
+
+
+def test_the_local_nats_config_keeps_the_chart_users_and_adds_only_the_drills(rendered,
+                                                                             tmp_path):
+    local = local_nats_config(rendered.nats_server, 41000, 41001, 41002, tmp_path)
+    assert "listen: 127.0.0.1:41000" in local and "http: 127.0.0.1:41001" in local
+    assert "0.0.0.0" not in local and "/data" not in local
+    added = set(local.splitlines()) - set(rendered.nats_server.config.splitlines())
+    assert {line.strip().split(",")[0] for line in added} == {
+        "listen: 127.0.0.1:41000", "http: 127.0.0.1:41001", "listen: 127.0.0.1:41002",
+        f"store_dir: {tmp_path / 'jetstream'}", f"pid_file: {tmp_path / 'nats.pid'}",
+        '{ user: "drill"'}
+    removed = set(rendered.nats_server.config.splitlines()) - set(local.splitlines())
+    assert all("0.0.0.0" in line or "/data" in line or "8222" in line or "/var/run" in line
+               for line in removed)
+
+
+def test_a_render_without_the_admin_login_is_refused(docs):
+    without_admin = copy.deepcopy(docs)
+    for workload in helm.workloads(without_admin):
+        for init in helm.pod_spec(workload).get("initContainers", []):
+            init["env"] = [item for item in init.get("env", [])
+                           if not item["name"].startswith("DB_ADMIN_")]
+    with pytest.raises(RenderReadError, match="DB_ADMIN_USER"):
+        platform_from_docs(without_admin)
 
 
 def test_overrides_reach_the_probe_specs():
@@ -91,8 +145,8 @@ def test_grpc_probes_are_refused_rather_than_faked():
 
 def test_endpoints_map_to_local_servers_only_where_host_and_port_match():
     mapping = {("iot-postgresql", 5432): 41000, ("iot-nats", 4222): 42000}
-    assert rewrite_endpoints("postgresql://iot@iot-postgresql:5432/iot", mapping) == \
-        "postgresql://iot@127.0.0.1:41000/iot"
+    assert rewrite_endpoints("postgresql://iot-postgresql:5432/iot", mapping) == \
+        "postgresql://127.0.0.1:41000/iot"
     assert rewrite_endpoints("nats://iot-nats:4222", mapping) == "nats://127.0.0.1:42000"
     assert rewrite_endpoints("nats://iot-nats:42220", mapping) == "nats://iot-nats:42220"
     assert rewrite_endpoints("nats://my-iot-nats:4222", mapping) == "nats://my-iot-nats:4222"

@@ -114,6 +114,12 @@ class Drill:
         table = format_table(rows, ("service", "probe", "handler", "delay s", "period s",
                                     "timeout s", "success/failure"))
         write("".join(f"  {line}\n" for line in table))
+        streams = rendered.streams
+        write(f"  init containers, once: migrate (roles as {rendered.database_admin}, schema as "
+              f"{rendered.migrate.env.get('PGUSER', '?')})"
+              + (f", streams (NATS user {streams.env.get('NATS_USER', '-')})" if streams else "")
+              + "; each service logs in as its own PGUSER"
+              + (" and NATS_USER" if rendered.nats_server else "") + "\n")
         for service, env in platform.extra_env.items():
             write(f"  drill adds to {service}'s env: {env}\n")
         write(f"  workdir (logs): {platform.workdir}\n")
@@ -138,7 +144,7 @@ class Drill:
         _cancel_on_signals()
         try:
             await asyncio.to_thread(platform.start_servers)
-            await asyncio.to_thread(platform.migrate)
+            await asyncio.to_thread(platform.run_init_containers)
             assert platform.nats is not None and platform.postgres is not None
             first_index = index_now()
             feed = SteadyFeed(platform.nats.url, self.options.feed_rate,

@@ -1,6 +1,15 @@
 """Local stand-ins for what the cluster gives the pods: a NATS (JetStream) and a PostgreSQL
 server behind the Service names of the render, one network namespace per pod (its container
-ports mapped to free local ports), and the init container's migration.
+ports mapped to free local ports), and the init containers.
+
+PostgreSQL is initialised with the render's bootstrap superuser (the `migrate` container's
+DB_ADMIN_USER/DB_ADMIN_PASSWORD, the chart's POSTGRES_USER/POSTGRES_PASSWORD); `migrate` then
+creates the owner and every service role with the rendered passwords, and each service logs in
+as its own role. nats-server runs the rendered nats.conf (users, permissions, `$NATS_*`
+password references) with the pod's env; the `streams` init container creates the streams as
+the NATS owner. The drill's own NATS client (feed, poison storm, consumer deletion) logs in as
+one user the drill adds to that authorization block (`drill`, random password): the chart's
+bridge user is MQTT-only, and the services' users cannot publish telemetry.
 
 A container's environment is the render's, with three mappings and nothing else:
   - `<service-host>:<port>` of the database and NATS URLs → the local servers' 127.0.0.1:port;
@@ -14,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -21,13 +31,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iot_tools.drill.render import ContainerPlan, Endpoint, RenderedPlatform, RenderReadError
+from iot_tools.drill.render import (
+    ContainerPlan,
+    Endpoint,
+    RenderedNats,
+    RenderedPlatform,
+    RenderReadError,
+)
 from iot_tools.drill.spec import Exec
 from iot_tools.servers import NatsServer, PostgresServer, free_port
 from iot_tools.services import ServiceProcess
 
 LOOPBACK = "127.0.0.1"
 MIGRATE_TIMEOUT_SECONDS = 120
+DRILL_NATS_USER = "drill"
+DRILL_NATS_PASSWORD_ENV = "NATS_DRILL_PASSWORD"
+NATS_POD_NAME = "iot-nats-0"
 
 
 def rewrite_endpoints(value: str, mapping: Mapping[tuple[str, int], int]) -> str:
@@ -88,13 +107,30 @@ class LocalPlatform:
 
     def start_servers(self) -> None:
         database = self.rendered.database
-        # The password is the render's Secret: PGPASSWORD reaches the services from there.
+        # The render's bootstrap superuser: migrate creates the service roles with it.
         self.postgres = PostgresServer(
-            self.workdir / "postgresql", user=database.user or "iot",
-            database=database.database or "iot", password=self.rendered.database_password,
+            self.workdir / "postgresql", user=self.rendered.database_admin,
+            database=database.database or "iot",
+            password=self.rendered.database_admin_password,
         ).start()
         if self.rendered.nats is not None:
-            self.nats = NatsServer(self.workdir / "nats").start()
+            self.nats = self._nats_server().start()
+
+    def _nats_server(self) -> NatsServer:
+        """The rendered nats.conf, pointed at local ports and this workdir, plus the drill's
+        own user. No stream yet: the `streams` init container creates them. Without an
+        in-chart NATS (external NATS) a nats-server without authorization."""
+        workdir = self.workdir / "nats"
+        rendered = self.rendered.nats_server
+        if rendered is None:
+            return NatsServer(workdir, streams=False)
+        password = secrets.token_urlsafe(18)
+        server = NatsServer(workdir, streams=False, user=DRILL_NATS_USER, password=password)
+        server.config_text = local_nats_config(rendered, server.port, server.monitor_port,
+                                               free_port(), workdir)
+        server.env = {"POD_NAME": NATS_POD_NAME, **rendered.env,
+                      DRILL_NATS_PASSWORD_ENV: password}
+        return server
 
     def endpoints(self) -> dict[tuple[str, int], int]:
         """Render endpoint (Service host, port) → local server port."""
@@ -115,17 +151,23 @@ class LocalPlatform:
         env.update(self.extra_env.get(plan.service, {}))
         return env
 
-    def migrate(self) -> None:
-        """Run the init container (`python -m services.migrate`) once, as every pod would."""
-        plan = self.rendered.migrate
-        log = self.logs / "migrate.log"
+    def run_init_containers(self) -> None:
+        """Run the init containers once, as every pod would: `migrate` (roles as the
+        superuser, then the schema as the owner), then `streams` (as the NATS owner)."""
+        self._run_init(self.rendered.migrate, "migrate")
+        if self.rendered.streams is not None and self.nats is not None:
+            self._run_init(self.rendered.streams, "streams")
+
+    def _run_init(self, plan: ContainerPlan, name: str) -> None:
+        log = self.logs / f"{name}.log"
         with open(log, "ab") as output:
             result = subprocess.run(
                 _local_command(plan.command), env={**os.environ, **self.container_env(plan)},
                 stdout=output, stderr=output, timeout=MIGRATE_TIMEOUT_SECONDS, check=False,
             )
         if result.returncode != 0:
-            raise RuntimeError(f"migration failed with {result.returncode}; see {log}")
+            raise RuntimeError(f"init container {name} failed with {result.returncode}; "
+                               f"see {log}")
 
     def service_process(self, plan: ContainerPlan) -> ServiceProcess:
         port = self.networks[plan.service].local(plan.health_port)
@@ -139,6 +181,26 @@ class LocalPlatform:
 
     def remove(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def local_nats_config(rendered: RenderedNats, port: int, monitor_port: int, mqtt_port: int,
+                      workdir: Path) -> str:
+    """The rendered nats.conf with only its listen addresses, store and pid file pointed at
+    this machine, and the drill's user added to its authorization block."""
+    local = (
+        rendered.config.replace("listen: 0.0.0.0:4222", f"listen: {LOOPBACK}:{port}")
+        .replace("http_port: 8222", f"http: {LOOPBACK}:{monitor_port}")
+        .replace("listen: 0.0.0.0:1883", f"listen: {LOOPBACK}:{mqtt_port}")
+        .replace("store_dir: /data", f"store_dir: {workdir / 'jetstream'}")
+        .replace("pid_file: /var/run/nats/nats.pid", f"pid_file: {workdir / 'nats.pid'}")
+    )
+    users = "  users = [\n"
+    if local.count(LOOPBACK) != 3 or local.count(users) != 1:
+        raise RenderReadError("the rendered nats.conf no longer has the lines the drill "
+                              "points at local ports (listen, http_port, mqtt listen, users)")
+    drill_user = (f'    {{ user: "{DRILL_NATS_USER}", password: ${DRILL_NATS_PASSWORD_ENV}, '
+                  'allowed_connection_types: ["STANDARD"] }\n')
+    return local.replace(users, users + drill_user)
 
 
 def _host_port(endpoint: Endpoint) -> tuple[str, int]:

@@ -1,6 +1,8 @@
 """The Python services' pods as the chart renders them: command, environment (with
 secretKeyRef and configMapKeyRef resolved from the same render), ports, probes, grace
-period, and the init container that migrates the database."""
+period; the init containers (`migrate`: database roles and schema, as the bootstrap
+superuser then the owner; `streams`: the JetStream streams, as the NATS owner); and the
+NATS server's configuration with the environment its pod gets."""
 
 from __future__ import annotations
 
@@ -11,12 +13,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from iot_tools import helm
+from iot_tools.chart_nats import NATS, nats_pod_env
 from iot_tools.drill.spec import ProbeKind, ProbeSpec, probes_of
 from iot_tools.services import SERVICES
 
 # Kubernetes' default when a pod spec leaves it out.
 DEFAULT_GRACE_SECONDS = 30
 SCHEME_PORTS = {"postgresql": 5432, "postgres": 5432, "nats": 4222}
+# `python -m services.migrate.nats`: the chart's `streams` init container.
+STREAMS_MODULE = "migrate.nats"
 
 
 class RenderReadError(ValueError):
@@ -63,12 +68,26 @@ class ContainerPlan:
 
 
 @dataclass(frozen=True)
+class RenderedNats:
+    """The in-chart NATS server: its nats.conf and the env its pod gets (the passwords its
+    authorization block references, resolved from the rendered Secret)."""
+
+    config: str
+    env: dict[str, str]
+
+
+@dataclass(frozen=True)
 class RenderedPlatform:
     containers: tuple[ContainerPlan, ...]
     migrate: ContainerPlan  # the init container; probes and grace unused
+    streams: ContainerPlan | None  # the NATS init container of the pods that use NATS
     database: Endpoint
-    database_password: str
+    # The bootstrap superuser migrate creates the roles with (DB_ADMIN_*): the drill's
+    # PostgreSQL is initialised with it, as the chart's POSTGRES_USER/POSTGRES_PASSWORD.
+    database_admin: str
+    database_admin_password: str
     nats: Endpoint | None
+    nats_server: RenderedNats | None = None
 
     def container(self, service: str) -> ContainerPlan:
         for plan in self.containers:
@@ -103,6 +122,7 @@ def platform_from_docs(docs: list[dict]) -> RenderedPlatform:
     objects = helm.by_kind_and_name(docs)
     containers: list[ContainerPlan] = []
     migrate: ContainerPlan | None = None
+    streams: ContainerPlan | None = None
     for workload in helm.workloads(docs):
         service = _service_module(helm.main_container(workload))
         if service is None:
@@ -112,16 +132,24 @@ def platform_from_docs(docs: list[dict]) -> RenderedPlatform:
         name = workload["metadata"]["name"]
         containers.append(_plan(service, name, helm.main_container(workload), grace, objects))
         for init in pod.get("initContainers", []):
-            if migrate is None and _service_module(init) == "migrate":
+            module = _service_module(init)
+            if migrate is None and module == "migrate":
                 migrate = _plan("migrate", name, init, grace, objects)
+            if streams is None and module == STREAMS_MODULE:
+                streams = _plan(STREAMS_MODULE, name, init, grace, objects)
     if not containers:
         raise RenderReadError("the render has no Python service workloads")
     if migrate is None:
         raise RenderReadError("no workload has the `migrate` init container")
     order = {name: index for index, name in enumerate(SERVICES)}
     containers.sort(key=lambda plan: order[plan.service])
-    database, password = _database(containers)
-    return RenderedPlatform(tuple(containers), migrate, database, password, _nats(containers))
+    database, admin, admin_password = _database(containers, migrate)
+    nats = _nats(containers)
+    if nats is not None and streams is None:
+        raise RenderReadError("the services use NATS but no workload has the `streams` init "
+                              "container that creates the JetStream streams")
+    return RenderedPlatform(tuple(containers), migrate, streams, database, admin,
+                            admin_password, nats, _nats_server(docs, objects))
 
 
 def _service_module(container: dict) -> str | None:
@@ -130,7 +158,7 @@ def _service_module(container: dict) -> str | None:
     for flag, module in itertools.pairwise(argv):
         if flag == "-m" and module.startswith("services."):
             name = module.removeprefix("services.")
-            return name if name in (*SERVICES, "migrate") else None
+            return name if name in (*SERVICES, "migrate", STREAMS_MODULE) else None
     return None
 
 
@@ -176,17 +204,28 @@ def _data_value(document: dict, key: str, what: str) -> str:
     raise RenderReadError(f"{what} has no key {key}")
 
 
-def _database(containers: list[ContainerPlan]) -> tuple[Endpoint, str]:
-    pairs = {(plan.env["DATABASE_URL"], plan.env.get("PGPASSWORD", ""))
-             for plan in containers if "DATABASE_URL" in plan.env}
-    if len(pairs) != 1:
-        raise RenderReadError("the services must share one DATABASE_URL and PGPASSWORD, "
-                              f"found {len(pairs)} combinations")
-    url, password = pairs.pop()
-    endpoint = Endpoint.from_url(url)
-    if not (endpoint.user and endpoint.database and password):
-        raise RenderReadError("DATABASE_URL must name user and database, and PGPASSWORD be set")
-    return endpoint, password
+def _database(containers: list[ContainerPlan],
+              migrate: ContainerPlan) -> tuple[Endpoint, str, str]:
+    """The one database every pod names, and the admin login migrate creates the roles with.
+    Each service logs in as its own role (PGUSER/PGPASSWORD), which migrate creates."""
+    urls = {plan.env["DATABASE_URL"] for plan in [*containers, migrate]
+            if "DATABASE_URL" in plan.env}
+    if len(urls) != 1:
+        raise RenderReadError(f"the pods must share one DATABASE_URL, found {sorted(urls)}")
+    endpoint = Endpoint.from_url(urls.pop())
+    if not endpoint.database:
+        raise RenderReadError("DATABASE_URL must name the database")
+    for plan in containers:
+        if "DATABASE_URL" not in plan.env:
+            continue
+        if not (plan.env.get("PGUSER") or endpoint.user) or not plan.env.get("PGPASSWORD"):
+            raise RenderReadError(f"{plan.workload}: PGUSER and PGPASSWORD must be set")
+    admin, password = migrate.env.get("DB_ADMIN_USER"), migrate.env.get("DB_ADMIN_PASSWORD")
+    if not (admin and password):
+        raise RenderReadError(
+            "the `migrate` init container has no DB_ADMIN_USER/DB_ADMIN_PASSWORD: the drill "
+            "creates the services' roles the way migrate does, with the bootstrap superuser")
+    return endpoint, admin, password
 
 
 def _nats(containers: list[ContainerPlan]) -> Endpoint | None:
@@ -194,3 +233,18 @@ def _nats(containers: list[ContainerPlan]) -> Endpoint | None:
     if len(urls) > 1:
         raise RenderReadError(f"the services disagree on NATS_URL: {sorted(urls)}")
     return Endpoint.from_url(urls.pop()) if urls else None
+
+
+def _nats_server(docs: list[dict],
+                 objects: dict[tuple[str, str], dict]) -> RenderedNats | None:
+    """The in-chart NATS server's nats.conf and pod env; None when the render has none
+    (external NATS: the drill then runs a nats-server without authorization)."""
+    config_map = objects.get(("ConfigMap", NATS))
+    if config_map is None or ("StatefulSet", NATS) not in objects:
+        return None
+    try:
+        env = nats_pod_env(docs)
+    except KeyError as error:
+        raise RenderReadError(f"{NATS}: env reads {error}, which the render does not "
+                              "contain") from None
+    return RenderedNats(config_map["data"]["nats.conf"], env)

@@ -64,6 +64,15 @@ def classify(error: BaseException) -> Fault:
         # "connection is closed" is the database going away under us; anything else
         # (another operation in progress, a closed pool used) is a bug in our code.
         return Fault.DEPENDENCY if "closed" in str(error) else Fault.BUG
+    # asyncpg's protocol state machine raises InternalClientError ("cannot switch to state
+    # 12; another operation (2) is in progress") when the server ends the session in the
+    # middle of an operation, e.g. a PostgreSQL shutdown during a commit (seen by the drill;
+    # MagicStack/asyncpg#1069, sqlalchemy#13241). Our connections serve one worker, one
+    # operation at a time, so it is the database going away: the worker discards the
+    # connection and retries on a new one. Misuse of a connection shows as the InterfaceError
+    # above, which stays a bug.
+    if isinstance(error, asyncpg.InternalClientError):
+        return Fault.DEPENDENCY
     # nats.errors.Error covers connection closed, no servers, no responders, stale
     # connection, slow consumer, and (through nats.js.errors) JetStream API errors such as
     # "consumer not found": all the NATS side, none of them our bug.

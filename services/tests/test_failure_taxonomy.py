@@ -35,6 +35,10 @@ from .test_health_state import FakeClock
         (asyncpg.InternalServerError(), Fault.DEPENDENCY),  # XX000
         (asyncpg.InterfaceError("cannot call Connection.fetch(): connection is closed"),
          Fault.DEPENDENCY),
+        # The server ending the session mid-operation (asyncpg's protocol state error).
+        (asyncpg.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"),
+         Fault.DEPENDENCY),
         (ConnectionRefusedError(), Fault.DEPENDENCY),
         (TimeoutError(), Fault.DEPENDENCY),
         (nats.errors.ConnectionClosedError(), Fault.DEPENDENCY),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 from iot_tools import helm
+from iot_tools.chart_cases import EXTERNAL_DATABASE_LOGINS
 
 NATS_SERVICES = ("iot-ingest", "iot-route-delivery")
 OTHER_SERVICES = ("iot-evaluator", "iot-ui-iot", "iot-ops-worker")
@@ -17,13 +18,7 @@ EXTERNAL_DB = (
     "externalDatabase.username=iot",
     "externalDatabase.database=iot",
     "externalDatabase.existingSecret=iot-db",
-    "externalDatabase.roles.ingest=db-ingest",
-    "externalDatabase.roles.evaluator=db-evaluator",
-    "externalDatabase.roles.uiIot=db-ui",
-    "externalDatabase.roles.opsWorker=db-ops",
-    "externalDatabase.roles.routeDelivery=db-route-delivery",
-    "keycloak.database.username=keycloak",
-    "keycloak.database.existingSecret=kc-db",
+    *EXTERNAL_DATABASE_LOGINS,
 )
 EXTERNAL = (
     "nats.enabled=false",

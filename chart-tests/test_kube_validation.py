@@ -8,34 +8,8 @@ import copy
 
 import pytest
 from iot_tools import helm
+from iot_tools.chart_cases import EXTERNAL_DATABASE_LOGINS, VARIANT
 from iot_tools.kube import KUBE_VERSIONS
-
-# A render that switches on the other branches of the templates.
-VARIANT = (
-    "postgresql.enabled=false",
-    "externalDatabase.url=postgresql://iot@db.example:5432/iot",
-    "externalDatabase.existingSecret=iot-db",
-    "externalDatabase.roles.ingest=db-ingest",
-    "externalDatabase.roles.evaluator=db-evaluator",
-    "externalDatabase.roles.uiIot=db-ui",
-    "externalDatabase.roles.opsWorker=db-ops",
-    "externalDatabase.roles.routeDelivery=db-route-delivery",
-    "externalDatabase.admin.existingSecret=db-admin",
-    "keycloak.database.host=kc-db.example",
-    "keycloak.database.username=keycloak",
-    "keycloak.database.existingSecret=kc-db",
-    "keycloak.admin.existingSecret=kc-admin",
-    "keycloak.hostname=id.example.com",
-    "emqx.auth.existingSecret=emqx-secrets",
-    "nats.mqtt.enabled=false",
-    "emqx.bridgeToNats.enabled=false",
-    "ingest.probes.liveness.exec.command={cat,/tmp/alive}",
-    "uiIot.probes.readiness.tcpSocket.port=health",
-    "evaluator.probes.startup.grpc.port=8080",
-    "opsWorker.probes.startup.enabled=false",
-    "routeDelivery.extraEnv[0].name=EXTRA",
-    "routeDelivery.extraEnv[0].value=one",
-)
 
 # Existing NATS and PostgreSQL with logins and CAs from Secrets; a mirror with pull secrets and
 # digests (test_external_services.py, test_images.py).
@@ -50,13 +24,7 @@ EXTERNAL_AND_MIRROR = (
     "externalDatabase.username=iot",
     "externalDatabase.database=iot",
     "externalDatabase.existingSecret=iot-db",
-    "externalDatabase.roles.ingest=db-ingest",
-    "externalDatabase.roles.evaluator=db-evaluator",
-    "externalDatabase.roles.uiIot=db-ui",
-    "externalDatabase.roles.opsWorker=db-ops",
-    "externalDatabase.roles.routeDelivery=db-route-delivery",
-    "keycloak.database.username=keycloak",
-    "keycloak.database.existingSecret=kc-db",
+    *EXTERNAL_DATABASE_LOGINS,
     "externalDatabase.sslmode=verify-full",
     "externalDatabase.tls.caSecret=db-ca",
     "global.imageRegistry=registry.corp.example:5000/mirror",

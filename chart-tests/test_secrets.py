@@ -7,6 +7,7 @@ import base64
 
 import yaml
 from iot_tools import helm
+from iot_tools.chart_cases import EXTERNAL_DATABASE_LOGINS
 
 PASSWORDS = {
     "postgresql.auth.password": "pg-Secret-Value-7f3a",
@@ -87,13 +88,7 @@ def test_external_database_by_url_renders_no_database():
             "externalDatabase.url=postgresql://app@db.example:6432/telemetry",
             "externalDatabase.existingSecret=ext-db",
             "keycloak.database.host=db.example",
-            "externalDatabase.roles.ingest=db-ingest",
-            "externalDatabase.roles.evaluator=db-evaluator",
-            "externalDatabase.roles.uiIot=db-ui",
-            "externalDatabase.roles.opsWorker=db-ops",
-            "externalDatabase.roles.routeDelivery=db-route-delivery",
-            "keycloak.database.username=keycloak",
-            "keycloak.database.existingSecret=kc-db",
+            *EXTERNAL_DATABASE_LOGINS,
         )
     )
     kinds = helm.by_kind_and_name(docs)
@@ -114,13 +109,7 @@ def test_external_database_by_host_builds_the_url():
             "externalDatabase.username=app",
             "externalDatabase.database=telemetry",
             "externalDatabase.existingSecret=ext-db",
-            "externalDatabase.roles.ingest=db-ingest",
-            "externalDatabase.roles.evaluator=db-evaluator",
-            "externalDatabase.roles.uiIot=db-ui",
-            "externalDatabase.roles.opsWorker=db-ops",
-            "externalDatabase.roles.routeDelivery=db-route-delivery",
-            "keycloak.database.username=keycloak",
-            "keycloak.database.existingSecret=kc-db",
+            *EXTERNAL_DATABASE_LOGINS,
         )
     )
     kinds = helm.by_kind_and_name(docs)

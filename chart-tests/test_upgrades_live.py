@@ -18,6 +18,7 @@ import os
 import pytest
 from iot_tools import helm
 from iot_tools.apiserver import ApiServer
+from iot_tools.chart_cases import VARIANT
 
 MAJORS = (3, 4)
 RELEASE = "iot"
@@ -256,32 +257,6 @@ def dry_run_namespace(apiserver: ApiServer) -> str:
     return namespace
 
 
-# Values that switch on the templates' other branches (as test_kube_validation's VARIANT).
-VARIANT = (
-    "postgresql.enabled=false",
-    "externalDatabase.url=postgresql://iot@db.example:5432/iot",
-    "externalDatabase.existingSecret=iot-db",
-    "externalDatabase.roles.ingest=db-ingest",
-    "externalDatabase.roles.evaluator=db-evaluator",
-    "externalDatabase.roles.uiIot=db-ui",
-    "externalDatabase.roles.opsWorker=db-ops",
-    "externalDatabase.roles.routeDelivery=db-route-delivery",
-    "externalDatabase.admin.existingSecret=db-admin",
-    "keycloak.database.host=kc-db.example",
-    "keycloak.database.username=keycloak",
-    "keycloak.database.existingSecret=kc-db",
-    "keycloak.admin.existingSecret=kc-admin",
-    "keycloak.hostname=id.example.com",
-    "emqx.auth.existingSecret=emqx-secrets",
-    "nats.mqtt.enabled=false",
-    "emqx.bridgeToNats.enabled=false",
-    "ingest.probes.liveness.exec.command={cat,/tmp/alive}",
-    "uiIot.probes.readiness.tcpSocket.port=health",
-    "evaluator.probes.startup.grpc.port=8080",
-    "opsWorker.probes.startup.enabled=false",
-    "routeDelivery.extraEnv[0].name=EXTRA",
-    "routeDelivery.extraEnv[0].value=one",
-)
 
 
 def _dry_run_failures(apiserver: ApiServer, namespace: str, docs: list[dict]) -> list[str]:

@@ -515,17 +515,7 @@ class PullConsumer:
                 await asyncio.sleep(0.1)
                 continue
             if self._subscription is None or self._generation != self._link.generation:
-                try:
-                    await self._bind()
-                    backoff.reset()
-                except StreamMissingError as error:
-                    self._stream_missing(error)
-                    await backoff.wait()
-                except Exception as error:
-                    if classify(error) is Fault.BUG:
-                        raise
-                    self._unbind(f"cannot bind: {describe_error(error)}")
-                    await backoff.wait()
+                await self._bind_or_wait(backoff)
                 continue
             # One message may be as large as the server allows: a pull must always be able
             # to bring it, even past a budget smaller than that (bound: budget + 1 message).
@@ -564,6 +554,21 @@ class PullConsumer:
             self._missing_reported = error.stream
             log.warning("%s", error)
         self._unbind(str(error))
+
+    async def _bind_or_wait(self, backoff: Backoff) -> None:
+        """One binding attempt; on failure the "consumer" check says why, and the backoff
+        waits. A missing stream waits for its owner; a bug ends the loop."""
+        try:
+            await self._bind()
+            backoff.reset()
+        except StreamMissingError as error:
+            self._stream_missing(error)
+            await backoff.wait()
+        except Exception as error:
+            if classify(error) is Fault.BUG:
+                raise
+            self._unbind(f"cannot bind: {describe_error(error)}")
+            await backoff.wait()
 
     async def _bind(self) -> None:
         js = self._link.jetstream

@@ -77,7 +77,6 @@ from nats.js import JetStreamContext
 
 from services.common.faults import Fault, classify
 from services.common.health import HealthState
-from services.common.logs import describe_error
 from services.common.messaging import (
     CONSUMER_CHECK_SECONDS,
     NATS_TROUBLE,
@@ -85,7 +84,6 @@ from services.common.messaging import (
     NatsLink,
     PullConsumer,
     Stream,
-    StreamMissingError,
 )
 from services.common.retry import Backoff
 
@@ -277,17 +275,7 @@ class LeanPullConsumer(PullConsumer):
                 continue
             if self._subscription is None or self._generation != self._link.generation:
                 self._abandon_all("binding")
-                try:
-                    await self._bind()
-                    backoff.reset()
-                except StreamMissingError as error:
-                    self._stream_missing(error)
-                    await backoff.wait()
-                except Exception as error:
-                    if classify(error) is Fault.BUG:
-                        raise
-                    self._unbind(f"cannot bind: {describe_error(error)}")
-                    await backoff.wait()
+                await self._bind_or_wait(backoff)
                 continue
             now = loop.time()
             self._watch(now)

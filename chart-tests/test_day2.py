@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from iot_tools import helm
-from iot_tools.chart_nats import Login, logins, nats_pod_env
+from iot_tools.chart_nats import Login, local_config, logins, nats_pod_env
 from iot_tools.kube import KUBE_VERSIONS
 
 MAJORS = (3, 4)
@@ -199,14 +199,8 @@ def test_rendered_prestop_puts_a_real_nats_server_in_lame_duck_mode(render, tmp_
     assert "lame_duck_grace_period: 5s" in config
     client, monitor, mqtt = _free_port(), _free_port(), _free_port()
     pid_file = tmp_path / "nats.pid"
-    local = (
-        config.replace("listen: 0.0.0.0:4222", f"listen: 127.0.0.1:{client}")
-        .replace("http_port: 8222", f"http: 127.0.0.1:{monitor}")
-        .replace("listen: 0.0.0.0:1883", f"listen: 127.0.0.1:{mqtt}")
-        .replace("store_dir: /data", f"store_dir: {tmp_path / 'js'}")
-        .replace("pid_file: /var/run/nats/nats.pid", f"pid_file: {pid_file}")
-    )
-    assert str(pid_file) in local
+    local = local_config(config, client=client, monitor=monitor, mqtt=mqtt,
+                         store=tmp_path / "js", pid_file=pid_file)
     (tmp_path / "nats.conf").write_text(local)
     server = subprocess.Popen(
         [str(NATS_SERVER), "--config", str(tmp_path / "nats.conf")],

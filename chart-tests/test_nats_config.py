@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from iot_tools import helm
-from iot_tools.chart_nats import nats_pod_env
+from iot_tools.chart_nats import local_config, nats_pod_env
 
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
 
@@ -46,14 +46,8 @@ def test_rendered_nats_config_serves_the_probe_endpoints(nats_render, default_re
     config, probes = nats_render
     assert NATS_SERVER.exists(), f"nats-server missing at {NATS_SERVER}: install the test extras"
     client, monitor, mqtt = _free_port(), _free_port(), _free_port()
-    local = (
-        config.replace("listen: 0.0.0.0:4222", f"listen: 127.0.0.1:{client}")
-        .replace("http_port: 8222", f"http: 127.0.0.1:{monitor}")
-        .replace("listen: 0.0.0.0:1883", f"listen: 127.0.0.1:{mqtt}")
-        .replace("store_dir: /data", f"store_dir: {tmp_path / 'js'}")
-        .replace("pid_file: /var/run/nats/nats.pid", f"pid_file: {tmp_path / 'nats.pid'}")
-    )
-    assert local.count("127.0.0.1") == 3
+    local = local_config(config, client=client, monitor=monitor, mqtt=mqtt,
+                         store=tmp_path / "js", pid_file=tmp_path / 'nats.pid')
     (tmp_path / "nats.conf").write_text(local)
     # The users' passwords are environment references in nats.conf, set from the Secret.
     env = {**os.environ, "POD_NAME": "iot-nats-0", **nats_pod_env(default_renders[3])}

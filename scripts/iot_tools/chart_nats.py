@@ -78,22 +78,32 @@ class ChartNats:
         return f"nats://127.0.0.1:{self.server.port}"
 
 
+def local_config(config: str, *, client: int, monitor: int, mqtt: int, store: Path,
+                 pid_file: Path) -> str:
+    """The rendered nats.conf with only its listeners (on loopback), JetStream store and pid
+    file pointed at this machine; everything else (users, permissions, limits) as rendered."""
+    local = (
+        config.replace("listen: 0.0.0.0:4222", f"listen: 127.0.0.1:{client}")
+        .replace("http_port: 8222", f"http: 127.0.0.1:{monitor}")
+        .replace("listen: 0.0.0.0:1883", f"listen: 127.0.0.1:{mqtt}")
+        .replace("store_dir: /data", f"store_dir: {store}")
+        .replace("pid_file: /var/run/nats/nats.pid", f"pid_file: {pid_file}")
+    )
+    if local.count("127.0.0.1") != 3 or str(pid_file) not in local:
+        raise ValueError("the rendered nats.conf no longer has the lines local_config rewrites "
+                         "(listen, http_port, the MQTT listen, store_dir, pid_file)")
+    return local
+
+
 def start_chart_nats(docs: list[dict], workdir: Path) -> ChartNats:
     """nats-server with the render's nats.conf and the pod's environment, on free local ports.
     No stream exists yet: creating them is the owner's job."""
     config = helm.by_kind_and_name(docs)[("ConfigMap", NATS)]["data"]["nats.conf"]
     server = NatsServer(workdir, streams=False)
     mqtt = free_port()
-    local = (
-        config.replace("listen: 0.0.0.0:4222", f"listen: 127.0.0.1:{server.port}")
-        .replace("http_port: 8222", f"http: 127.0.0.1:{server.monitor_port}")
-        .replace("listen: 0.0.0.0:1883", f"listen: 127.0.0.1:{mqtt}")
-        .replace("store_dir: /data", f"store_dir: {workdir / 'jetstream'}")
-        .replace("pid_file: /var/run/nats/nats.pid", f"pid_file: {workdir / 'nats.pid'}")
-    )
-    if local.count("127.0.0.1") != 3:
-        raise ValueError("the rendered nats.conf no longer has the lines this rewrites")
-    server.config_text = local
+    server.config_text = local_config(config, client=server.port, monitor=server.monitor_port,
+                                      mqtt=mqtt, store=workdir / "jetstream",
+                                      pid_file=workdir / "nats.pid")
     server.env = {"POD_NAME": "iot-nats-0", **nats_pod_env(docs)}
     server.start()
     return ChartNats(server, mqtt, logins(docs))

@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from iot_tools.chart_nats import local_config
 from iot_tools.drill.render import (
     ContainerPlan,
     Endpoint,
@@ -187,17 +188,15 @@ def local_nats_config(rendered: RenderedNats, port: int, monitor_port: int, mqtt
                       workdir: Path) -> str:
     """The rendered nats.conf with only its listen addresses, store and pid file pointed at
     this machine, and the drill's user added to its authorization block."""
-    local = (
-        rendered.config.replace("listen: 0.0.0.0:4222", f"listen: {LOOPBACK}:{port}")
-        .replace("http_port: 8222", f"http: {LOOPBACK}:{monitor_port}")
-        .replace("listen: 0.0.0.0:1883", f"listen: {LOOPBACK}:{mqtt_port}")
-        .replace("store_dir: /data", f"store_dir: {workdir / 'jetstream'}")
-        .replace("pid_file: /var/run/nats/nats.pid", f"pid_file: {workdir / 'nats.pid'}")
-    )
+    try:
+        local = local_config(rendered.config, client=port, monitor=monitor_port, mqtt=mqtt_port,
+                             store=workdir / "jetstream", pid_file=workdir / "nats.pid")
+    except ValueError as error:
+        raise RenderReadError(str(error)) from None
     users = "  users = [\n"
-    if local.count(LOOPBACK) != 3 or local.count(users) != 1:
-        raise RenderReadError("the rendered nats.conf no longer has the lines the drill "
-                              "points at local ports (listen, http_port, mqtt listen, users)")
+    if local.count(users) != 1:
+        raise RenderReadError("the rendered nats.conf no longer has the users block the "
+                              "drill adds its own user to")
     drill_user = (f'    {{ user: "{DRILL_NATS_USER}", password: ${DRILL_NATS_PASSWORD_ENV}, '
                   'allowed_connection_types: ["STANDARD"] }\n')
     return local.replace(users, users + drill_user)

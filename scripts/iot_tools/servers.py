@@ -132,10 +132,16 @@ class NatsServer:
             env={**os.environ, **(self.env or {})},
         )
         log.close()
-        wait_for_port(self.port, 15, self.process)
-        self._wait_jetstream_ready()
-        if self.streams and not self._streams_created:
-            self._create_streams()
+        try:
+            wait_for_port(self.port, 15, self.process)
+            self._wait_jetstream_ready()
+            if self.streams and not self._streams_created:
+                self._create_streams()
+        except BaseException:
+            # The caller never gets the object to stop: a half-started server must not outlive
+            # the test that started it.
+            self.kill()
+            raise
         return self
 
     def _create_streams(self) -> None:
@@ -322,11 +328,15 @@ class PostgresServer:
         self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True,
                                         **self._run_as())
         log.close()
-        wait_for_port(self.port, 30, self.process)
-        self._wait_accepting()
-        if self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'",
-                     database="postgres").strip() != "1":
-            self.create_database(self.database)
+        try:
+            wait_for_port(self.port, 30, self.process)
+            self._wait_accepting()
+            if self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'",
+                         database="postgres").strip() != "1":
+                self.create_database(self.database)
+        except BaseException:
+            self.stop("kill")  # as NatsServer.start: nobody else could stop it
+            raise
         return self
 
     def _wait_accepting(self, timeout: float = 30) -> None:

@@ -18,6 +18,7 @@ import pytest
 from iot_tools import helm
 from iot_tools.chart_nats import Login, local_config, logins, nats_pod_env
 from iot_tools.kube import KUBE_VERSIONS
+from iot_tools.servers import free_port
 
 MAJORS = (3, 4)
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
@@ -179,12 +180,6 @@ def test_nats_default_grace_period_outlasts_lame_duck(default_renders):
     assert helm.pod_spec(statefulset)["terminationGracePeriodSeconds"] >= duration + 5
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_rendered_prestop_puts_a_real_nats_server_in_lame_duck_mode(render, tmp_path):
     """The default config and preStop command on a real nats-server with a connected client:
     the hook returns at once, the server logs lame-duck mode, refuses new clients and ignores
@@ -197,7 +192,7 @@ def test_rendered_prestop_puts_a_real_nats_server_in_lame_duck_mode(render, tmp_
     docs = render()
     config, _, container = _nats(docs)
     assert "lame_duck_grace_period: 5s" in config
-    client, monitor, mqtt = _free_port(), _free_port(), _free_port()
+    client, monitor, mqtt = free_port(), free_port(), free_port()
     pid_file = tmp_path / "nats.pid"
     local = local_config(config, client=client, monitor=monitor, mqtt=mqtt,
                          store=tmp_path / "js", pid_file=pid_file)

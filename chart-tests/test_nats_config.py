@@ -15,14 +15,9 @@ from pathlib import Path
 import pytest
 from iot_tools import helm
 from iot_tools.chart_nats import local_config, nats_pod_env
+from iot_tools.servers import free_port
 
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(url: str) -> int:
@@ -45,7 +40,7 @@ def nats_render(default_renders) -> tuple[str, dict[str, dict]]:
 def test_rendered_nats_config_serves_the_probe_endpoints(nats_render, default_renders, tmp_path):
     config, probes = nats_render
     assert NATS_SERVER.exists(), f"nats-server missing at {NATS_SERVER}: install the test extras"
-    client, monitor, mqtt = _free_port(), _free_port(), _free_port()
+    client, monitor, mqtt = free_port(), free_port(), free_port()
     local = local_config(config, client=client, monitor=monitor, mqtt=mqtt,
                          store=tmp_path / "js", pid_file=tmp_path / 'nats.pid')
     (tmp_path / "nats.conf").write_text(local)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import pwd
+import random
 import secrets
 import shutil
 import signal
@@ -31,10 +32,54 @@ class ServerStartError(RuntimeError):
     pass
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+class _PortAllocator:
+    """Hands out loopback ports that nothing else will take before they are used.
+
+    Binding port 0 picks from the kernel's ephemeral range, the same range every outgoing
+    connection's source port comes from: a port chosen that way and listened on only later
+    (the drill maps every service's ports before starting them) can meanwhile become the
+    source port of a service's NATS or PostgreSQL connection, and the listener then fails
+    with EADDRINUSE for as long as that connection lives. So ports come from below the
+    ephemeral range, never twice in one process, and each is checked free when handed out.
+    """
+
+    def __init__(self) -> None:
+        low, _ = _ephemeral_range()
+        self._candidates = range(max(1024, low - 12000), max(2048, low))
+        self._given: set[int] = set()
+        self._random = random.Random()
+
+    def take(self) -> int:
+        for _ in range(200):
+            port = self._random.choice(self._candidates)
+            if port in self._given:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            self._given.add(port)
+            return port
+        raise ServerStartError(
+            f"no free loopback port in {self._candidates.start}-{self._candidates.stop - 1}")
+
+
+_PORTS = _PortAllocator()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback TCP port that is free now, outside the ephemeral range, never handed out
+    before by this process."""
+    return _PORTS.take()
 
 
 def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None) -> None:

@@ -9,6 +9,11 @@ only here.
   message can be blamed. The message is quarantined with a reason and acked; work goes on.
 - bug: everything else. The task crashes, and liveness fails.
 
+Apart from these, a remote HTTP peer that fails (a webhook, the identity provider's JWKS
+URL) is neither a dependency of the pod nor a bug: it is an outcome for the caller, which
+records a failed attempt or keeps what it had (REMOTE_PEER_FAILURES), never readiness,
+liveness or a crash.
+
 Classifying by SQLSTATE class rather than by exception type keeps the table short and
 complete: PostgreSQL adds codes inside a class, not new meanings for a class.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import enum
 
+import aiohttp
 import asyncpg
 import nats.errors
 
@@ -87,3 +93,10 @@ def is_dependency_error(error: BaseException) -> bool:
 
 def is_bad_message_error(error: BaseException) -> bool:
     return classify(error) is Fault.BAD_MESSAGE
+
+
+# A remote HTTP peer failed: refused, reset, TLS, a bad answer, a timeout, or a URL aiohttp
+# cannot use (ValueError: the peer's address is data, not our code). Callers catch exactly
+# this tuple around the one call to the peer.
+REMOTE_PEER_FAILURES: tuple[type[BaseException], ...] = (
+    aiohttp.ClientError, TimeoutError, ValueError)

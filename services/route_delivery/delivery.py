@@ -28,7 +28,7 @@ import aiohttp
 import asyncpg
 from nats.aio.msg import Msg
 
-from services.common.faults import Fault, classify
+from services.common.faults import REMOTE_PEER_FAILURES, Fault, classify
 from services.common.health import HealthState
 from services.common.logs import describe_error
 from services.common.retry import Attempts
@@ -505,8 +505,7 @@ class Deliverer:
                 if 200 <= response.status < 300:
                     return Outcome(None)
                 return Outcome(f"HTTP {response.status}")
-        # ValueError: a webhook URL aiohttp cannot use; the route's data, not our bug.
-        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+        except REMOTE_PEER_FAILURES as error:
             denied = denial_reason(error)
             if denied is not None:
                 return Outcome(denied, denied=True)

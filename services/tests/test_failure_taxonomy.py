@@ -4,12 +4,14 @@ SQLSTATE class, the shared dependency state, the one retry loop, and the worker 
 import asyncio
 import json
 
+import aiohttp
 import asyncpg
 import nats.errors
 import nats.js.errors
 import pytest
+from iot_tools.servers import free_port
 
-from services.common.faults import Fault, classify
+from services.common.faults import REMOTE_PEER_FAILURES, Fault, classify
 from services.common.health import CheckResult, HealthState
 from services.common.retry import Attempts
 
@@ -161,3 +163,57 @@ def test_an_idle_worker_is_never_stuck():
     clock.now += 3600
     health._last_beat = clock.now
     assert health.liveness().status == 200
+
+
+async def _remote_peer_failure(url: str, timeout: float = 5.0) -> BaseException:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        try:
+            async with session.get(url) as answer:
+                await answer.json(content_type=None)
+        except BaseException as error:
+            return error
+    raise AssertionError(f"GET {url} succeeded")
+
+
+def test_every_way_a_remote_http_peer_fails_is_one_remote_peer_failure():
+    """Refused, hung past the timeout, cut off mid-answer, not JSON, or a URL aiohttp cannot
+    use: the caller's one `except REMOTE_PEER_FAILURES` sees each (webhooks, JWKS fetch)."""
+    for error in asyncio.run(_remote_peer_failures()):
+        assert isinstance(error, REMOTE_PEER_FAILURES), repr(error)
+
+
+async def _remote_peer_failures() -> list[BaseException]:
+    refused = await _remote_peer_failure(f"http://127.0.0.1:{free_port()}/")
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+        await writer.drain()
+        writer.close()
+
+    async def garble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nnot json")
+        await writer.drain()
+        writer.close()
+
+    hanging = await asyncio.start_server(hang, "127.0.0.1", 0)
+    cutting = await asyncio.start_server(cut, "127.0.0.1", 0)
+    garbling = await asyncio.start_server(garble, "127.0.0.1", 0)
+    async with hanging, cutting, garbling:
+        hung = await _remote_peer_failure(
+            f"http://127.0.0.1:{hanging.sockets[0].getsockname()[1]}/", timeout=0.3)
+        cut_off = await _remote_peer_failure(
+            f"http://127.0.0.1:{cutting.sockets[0].getsockname()[1]}/")
+        garbled = await _remote_peer_failure(
+            f"http://127.0.0.1:{garbling.sockets[0].getsockname()[1]}/")
+    unusable = await _remote_peer_failure("http://[::1/")
+    return [refused, hung, cut_off, garbled, unusable]
+
+
+def test_a_bug_near_a_remote_call_is_no_remote_peer_failure():
+    assert not isinstance(KeyError("route"), REMOTE_PEER_FAILURES)
+    assert not isinstance(AttributeError("session"), REMOTE_PEER_FAILURES)

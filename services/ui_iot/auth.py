@@ -25,6 +25,7 @@ import aiohttp
 import jwt
 from prometheus_client import Counter
 
+from services.common.faults import REMOTE_PEER_FAILURES
 from services.common.health import HealthState
 from services.ui_iot.config import AuthSettings
 
@@ -113,7 +114,7 @@ class SigningKeys:
                 if answer.status != 200:
                     raise JwksFetchError(f"HTTP {answer.status}")
                 document = await answer.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+        except REMOTE_PEER_FAILURES as error:
             raise JwksFetchError(type(error).__name__) from None
         keys: dict[str, jwt.PyJWK] = {}
         for entry in document.get("keys", []) if isinstance(document, dict) else []:

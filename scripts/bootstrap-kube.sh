@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Builds the pinned kube-apiserver and etcd into the project-local tools folder with `go build`
-# of the modules in scripts/kube (the Go module proxy is reachable where download sites are
-# not). The chart's live tests (chart-tests/test_upgrades_live.py) run them on loopback.
+# Builds the pinned Kubernetes binaries (kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubelet, kube-proxy), etcd and CoreDNS into the project-local tools folder
+# with `go build` of the modules in scripts/kube (the Go module proxy is reachable where
+# download sites are not). The chart's live tests (chart-tests/test_upgrades_live.py) run
+# kube-apiserver and etcd on loopback; `make cluster` (scripts/iot_tools/cluster) runs all.
 # Idempotent: a binary already built from the pinned module version is kept.
 #
+# Usage: bootstrap-kube.sh [NAME...]   (default: every binary; e.g. `kube-apiserver etcd`)
 # Environment:
 #   TOOLS_DIR   where to install (default: <repo>/.tools)
 set -euo pipefail
@@ -63,11 +66,34 @@ for package in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   version_flags+=" -X $package.buildDate=1970-01-01T00:00:00Z"
 done
 
-# Both at once: etcd is small, and its downloads overlap the API server's compile.
-build etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "$repo/scripts/kube/etcd" . "" & etcd=$!
-build kube-apiserver k8s.io/kubernetes "$KUBERNETES_VERSION" "$repo/scripts/kube" \
-  k8s.io/kubernetes/cmd/kube-apiserver "$version_flags" & apiserver=$!
+wanted() {  # is binary $1 asked for (no arguments: all of them)
+  [[ ${#requested[@]} -eq 0 ]] || [[ " ${requested[*]} " == *" $1 "* ]]
+}
+requested=("$@")
+
+# etcd and CoreDNS are separate modules built alongside (their downloads overlap the
+# Kubernetes compile); the Kubernetes commands share one module and one build cache, so they
+# are built one after another (in parallel they would only fight over the same 2 cores).
+pids=()
+if wanted etcd; then
+  build etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "$repo/scripts/kube/etcd" . "" &
+  pids+=($!)
+fi
+if wanted coredns; then
+  build coredns github.com/coredns/coredns "$COREDNS_VERSION" "$repo/scripts/kube/coredns" \
+    github.com/coredns/coredns "" &
+  pids+=($!)
+fi
+(
+  for name in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
+    if wanted "$name"; then
+      build "$name" k8s.io/kubernetes "$KUBERNETES_VERSION" "$repo/scripts/kube" \
+        "k8s.io/kubernetes/cmd/$name" "$version_flags"
+    fi
+  done
+) & pids+=($!)
 status=0
-wait "$etcd" || status=1
-wait "$apiserver" || status=1
+for pid in "${pids[@]}"; do
+  wait "$pid" || status=1
+done
 exit "$status"

@@ -7,6 +7,10 @@ semantics need (Helm's `lookup`, immutable fields, admission, server-side dry-ru
 
 Everything listens on 127.0.0.1 on free ports; state lives in a directory of the caller's;
 `stop()` ends both processes (only those it started) and waits for them.
+
+The pieces (binaries, commands, credentials, kubeconfig, API calls) also serve the
+single-node cluster of `make cluster` (iot_tools.cluster), which runs the same two processes
+with the rest of Kubernetes around them.
 """
 
 from __future__ import annotations
@@ -35,36 +39,111 @@ class ApiServerError(RuntimeError):
     pass
 
 
+# Each binary scripts/bootstrap-kube.sh builds -> the tool-versions.env key of its version.
+BINARY_VERSIONS = {
+    "kube-apiserver": "KUBERNETES_VERSION",
+    "kube-controller-manager": "KUBERNETES_VERSION",
+    "kube-scheduler": "KUBERNETES_VERSION",
+    "kubelet": "KUBERNETES_VERSION",
+    "kube-proxy": "KUBERNETES_VERSION",
+    "etcd": "ETCD_VERSION",
+    "coredns": "COREDNS_VERSION",
+}
+
+
 def binary(name: str) -> Path:
-    """A bootstrapped binary (`kube-apiserver` or `etcd`) at its pinned version."""
-    key = {"kube-apiserver": "KUBERNETES_VERSION", "etcd": "ETCD_VERSION"}[name]
+    """A bootstrapped binary (a key of BINARY_VERSIONS) at its pinned version."""
     tools = Path(os.environ.get("TOOLS_DIR", REPO_ROOT / ".tools"))
-    path = tools / f"{name}-{pinned_versions()[key]}" / name
+    path = tools / f"{name}-{pinned_versions()[BINARY_VERSIONS[name]]}" / name
     if not (path.is_file() and os.access(path, os.X_OK)):
         raise ApiServerError(f"{name} not found at {path}: run `make tools`")
     return path
 
 
-@dataclass
-class ApiServer:
-    """A running etcd + kube-apiserver pair. `kubeconfig` is for Helm (--kubeconfig)."""
+def etcd_command(name: str, data_dir: Path, client_url: str, peer_url: str) -> list[str]:
+    """A one-member etcd on the given loopback URLs."""
+    return [
+        str(binary("etcd")),
+        "--name", name,
+        "--data-dir", str(data_dir),
+        "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+        "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+        "--initial-cluster", f"{name}={peer_url}",
+        # Throwaway data: no fsync makes every write (each Helm release revision) cheap.
+        "--unsafe-no-fsync", "--log-level", "warn",
+    ]
 
-    directory: Path
-    url: str = ""
-    token: str = ""
-    kubeconfig: Path = field(init=False)
-    ca_file: Path = field(init=False)
-    started_seconds: float = 0.0
-    _processes: list[subprocess.Popen] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self.kubeconfig = self.directory / "kubeconfig"
-        self.ca_file = self.directory / "certs" / "apiserver.crt"
+def apiserver_command(
+    directory: Path, etcd_url: str, address: str, port: int, signing_key: Path, *,
+    extra: list[str] | None = None,
+) -> list[str]:
+    """kube-apiserver on `address`:`port` with static token auth (tokens.csv in `directory`,
+    see write_tokens) and a self-signed serving certificate for `address` (certs/)."""
+    return [
+        str(binary("kube-apiserver")),
+        "--bind-address", address, "--advertise-address", address,
+        "--secure-port", str(port),
+        # Self-signed serving certificate (with `address` in it) written to --cert-dir.
+        "--cert-dir", str(directory / "certs"),
+        "--etcd-servers", etcd_url,
+        "--token-auth-file", str(directory / "tokens.csv"),
+        "--authorization-mode", "RBAC",
+        "--service-account-issuer", "https://kubernetes.default.svc",
+        "--service-account-key-file", str(signing_key.with_suffix(".pub")),
+        "--service-account-signing-key-file", str(signing_key),
+        "--service-cluster-ip-range", SERVICE_CLUSTER_IP_RANGE,
+        *(extra or []),
+    ]
 
-    @property
-    def pids(self) -> list[int]:
-        """Process ids of etcd and the API server while they run."""
-        return [process.pid for process in self._processes]
+
+def write_tokens(directory: Path, users: dict[str, str]) -> dict[str, str]:
+    """tokens.csv for --token-auth-file: a fresh token per user name, each in system:masters
+    (a throwaway cluster on one machine: no component needs narrower rights to be tested).
+    Returns user -> token."""
+    tokens = {user: secrets.token_hex(24) for user in users}
+    path = directory / "tokens.csv"
+    path.write_text("".join(
+        f'{tokens[user]},{user},{user},"{groups}"\n' for user, groups in users.items()))
+    path.chmod(0o600)
+    return tokens
+
+
+def service_account_key(directory: Path) -> Path:
+    """A fresh RSA key (sa.key) for signing service-account tokens, and its public half."""
+    key = directory / "sa.key"
+    subprocess.run(
+        ["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True
+    )
+    subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(key.with_suffix(".pub"))],
+        check=True, capture_output=True,
+    )
+    return key
+
+
+def write_kubeconfig(path: Path, server: str, ca_file: Path, token: str, name: str) -> None:
+    """A kubeconfig with one cluster, user and context, readable by the owner only."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": {
+            "server": server, "certificate-authority": str(ca_file)}}],
+        "users": [{"name": "admin", "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": "admin"}}],
+        "current-context": name,
+    }
+    # JSON is YAML: no YAML writer needed.
+    path.write_text(json.dumps(config, indent=2))
+    path.chmod(0o600)
+
+
+class ApiAccess:
+    """API calls as an admin: needs `url`, `token` and `ca_file` attributes."""
+
+    url: str
+    token: str
+    ca_file: Path
 
     def request(
         self, method: str, path: str, body: dict | None = None, timeout: float = 30,
@@ -108,47 +187,54 @@ class ApiServer:
         path = self.resource_path(obj["apiVersion"], obj["kind"], namespace)
         return self.request("POST", f"{path}?dryRun=All&fieldValidation=Strict", obj)
 
+    def readyz(self, timeout: float = 5) -> tuple[int, dict]:
+        """GET /readyz: (200, …) once the API server serves; raises OSError/SSLError before
+        it listens or before its certificate exists."""
+        if not self.ca_file.exists():
+            raise OSError(f"{self.ca_file} not written yet")
+        return self.request("GET", "/readyz", timeout=timeout)
+
+
+@dataclass
+class ApiServer(ApiAccess):
+    """A running etcd + kube-apiserver pair. `kubeconfig` is for Helm (--kubeconfig)."""
+
+    directory: Path
+    url: str = ""
+    token: str = ""
+    kubeconfig: Path = field(init=False)
+    ca_file: Path = field(init=False)
+    started_seconds: float = 0.0
+    _processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.kubeconfig = self.directory / "kubeconfig"
+        self.ca_file = self.directory / "certs" / "apiserver.crt"
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of etcd and the API server while they run."""
+        return [process.pid for process in self._processes]
+
     def start(self, timeout: float = 180) -> ApiServer:
         started = time.monotonic()
         self.directory.mkdir(parents=True, exist_ok=True)
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
         etcd_url, peer_url = f"http://127.0.0.1:{etcd_port}", f"http://127.0.0.1:{peer_port}"
-        self._spawn("etcd", [
-            str(binary("etcd")),
-            "--name", "live-tests",
-            "--data-dir", str(self.directory / "etcd"),
-            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-            "--initial-cluster", f"live-tests={peer_url}",
-            # Throwaway data: no fsync makes every write (each Helm release revision) cheap.
-            "--unsafe-no-fsync", "--log-level", "warn",
-        ])
-        self.token = secrets.token_hex(24)
-        tokens = self.directory / "tokens.csv"
-        tokens.write_text(f'{self.token},live-tests-admin,live-tests-admin,"system:masters"\n')
-        tokens.chmod(0o600)
-        signing_key = self._service_account_key()
-        certs = self.directory / "certs"
-        self._spawn("kube-apiserver", [
-            str(binary("kube-apiserver")),
-            "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
-            "--secure-port", str(api_port),
-            # Self-signed serving certificate (with 127.0.0.1 in it) written to --cert-dir.
-            "--cert-dir", str(certs),
-            "--etcd-servers", etcd_url,
-            "--token-auth-file", str(tokens),
-            "--authorization-mode", "RBAC",
-            "--service-account-issuer", "https://kubernetes.default.svc",
-            "--service-account-key-file", str(signing_key.with_suffix(".pub")),
-            "--service-account-signing-key-file", str(signing_key),
-            "--service-cluster-ip-range", SERVICE_CLUSTER_IP_RANGE,
+        self._spawn("etcd", etcd_command(
+            "live-tests", self.directory / "etcd", etcd_url, peer_url))
+        self.token = write_tokens(
+            self.directory, {"live-tests-admin": "system:masters"})["live-tests-admin"]
+        signing_key = service_account_key(self.directory)
+        self._spawn("kube-apiserver", apiserver_command(
+            self.directory, etcd_url, "127.0.0.1", api_port, signing_key,
             # No kubelet or controller-manager: nothing would reconcile the endpoints of the
             # `kubernetes` Service, and the only address is loopback.
-            "--endpoint-reconciler-type", "none",
-        ])
+            extra=["--endpoint-reconciler-type", "none"],
+        ))
         self.url = f"https://127.0.0.1:{api_port}"
         self._wait_ready(started + timeout)
-        self._write_kubeconfig()
+        write_kubeconfig(self.kubeconfig, self.url, self.ca_file, self.token, "live")
         self.started_seconds = time.monotonic() - started
         return self
 
@@ -180,18 +266,6 @@ class ApiServer:
             )
         self._processes.append(process)
 
-    def _service_account_key(self) -> Path:
-        """A fresh RSA key for signing service-account tokens (and its public half)."""
-        key = self.directory / "sa.key"
-        subprocess.run(
-            ["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True
-        )
-        subprocess.run(
-            ["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(key.with_suffix(".pub"))],
-            check=True, capture_output=True,
-        )
-        return key
-
     def _wait_ready(self, deadline: float) -> None:
         last = "not started"
         while time.monotonic() < deadline:
@@ -202,12 +276,11 @@ class ApiServer:
                         f"{Path(process.args[0]).name} exited with {process.returncode}:\n"
                         + self._log_tail(Path(process.args[0]).name)
                     )
-            if self.ca_file.exists():
-                with contextlib.suppress(OSError, ssl.SSLError):
-                    status, body = self.request("GET", "/readyz", timeout=5)
-                    if status == 200:
-                        return
-                    last = f"/readyz {status}: {body}"
+            with contextlib.suppress(OSError, ssl.SSLError):
+                status, body = self.readyz()
+                if status == 200:
+                    return
+                last = f"/readyz {status}: {body}"
             time.sleep(0.25)
         self.stop()
         raise ApiServerError(f"kube-apiserver not ready in time ({last}):\n"
@@ -216,17 +289,3 @@ class ApiServer:
     def _log_tail(self, name: str, lines: int = 30) -> str:
         path = self.directory / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-    def _write_kubeconfig(self) -> None:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "live", "cluster": {
-                "server": self.url, "certificate-authority": str(self.ca_file)}}],
-            "users": [{"name": "admin", "user": {"token": self.token}}],
-            "contexts": [{"name": "live", "context": {"cluster": "live", "user": "admin"}}],
-            "current-context": "live",
-        }
-        # JSON is YAML: no YAML writer needed.
-        self.kubeconfig.write_text(json.dumps(config, indent=2))
-        self.kubeconfig.chmod(0o600)

@@ -13,7 +13,12 @@ __all__ = ["Image", "ImageBuildError", "build", "build_all", "build_pause", "nam
 
 
 def _builders() -> dict:
-    return {"pause": build_pause}
+    from iot_tools.images.nats import build_nats
+    from iot_tools.images.postgres import build_postgres
+    from iot_tools.images.services import build_services
+
+    return {"pause": build_pause, "services": build_services, "nats": build_nats,
+            "postgresql": build_postgres}
 
 
 def names() -> list[str]:

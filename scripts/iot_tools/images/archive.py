@@ -72,11 +72,14 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def layer_from_tree(root: Path, out: Path, created_by: str) -> Layer:
+def layer_from_tree(
+    root: Path, out: Path, created_by: str, *, runtime_dirs_empty: bool = True,
+) -> Layer:
     """A layer of everything under `root` (owners, modes, links, xattrs kept; the contents of
-    /dev, /proc, /sys, /run and /tmp left out, the directories themselves kept). GNU tar: it
+    /dev, /proc, /sys, /run and /tmp left out unless `runtime_dirs_empty` is false, the
+    directories themselves kept). GNU tar: it
     is many times faster than tarfile on a Debian rootfs and keeps hard links as links."""
-    excludes = [f"--exclude={directory}/*" for directory in _EMPTY_DIRS]
+    excludes = [f"--exclude={directory}/*" for directory in _EMPTY_DIRS if runtime_dirs_empty]
     subprocess.run(
         ["tar", "--create", "--file", str(out), "--directory", str(root), "--numeric-owner",
          "--sort=name", "--xattrs", "--xattrs-include=security.capability", *excludes, "."],
@@ -114,7 +117,7 @@ def write_docker_archive(
     reference: str, layers: list[Layer], config: ImageConfig, out: Path,
 ) -> str:
     """Writes `out` (a docker-archive tar tagged `reference`) and returns the image id (the
-    config's sha256). The layer files are moved into the archive's staging folder."""
+    config's sha256). The layer files are left where they are (a shared base layer is reused)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".staging-") as staging_name:
         staging = Path(staging_name)
@@ -124,7 +127,7 @@ def write_docker_archive(
             digest = _sha256_file(layer.path)
             diff_ids.append(f"sha256:{digest}")
             (staging / digest).mkdir(exist_ok=True)
-            shutil.move(layer.path, staging / digest / "layer.tar")
+            _place(layer.path, staging / digest / "layer.tar")
             layer_paths.append(f"{digest}/layer.tar")
         image_config = {
             "architecture": "amd64",
@@ -145,6 +148,13 @@ def write_docker_archive(
                 archive.add(entry, arcname=entry.name, filter=_normalise)
         os.replace(partial, out)
     return image_id
+
+
+def _place(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem
+        shutil.copyfile(source, target)
 
 
 def _normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:

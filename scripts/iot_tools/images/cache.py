@@ -47,5 +47,13 @@ class InputHash:
             self._part(f"{name}/{relative.as_posix()}:{executable}", path.read_bytes())
         return self
 
+    def code(self, builder_file: str) -> InputHash:
+        """The builder's own source and the archive writer's: changing how an image is made
+        rebuilds it."""
+        here = Path(__file__).parent
+        for path in sorted({Path(builder_file), here / "archive.py", here / "common.py"}):
+            self.file(f"code:{path.name}", path)
+        return self
+
     def hexdigest(self, length: int = 16) -> str:
         return self._digest.hexdigest()[:length]

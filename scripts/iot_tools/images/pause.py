@@ -44,6 +44,6 @@ def _build(target: Path) -> None:
 
 def build_pause(out_dir: Path | None = None) -> Image:
     """The pause image (`localhost/iot-platform/pause:1`), built or from the cache."""
-    key = InputHash().file("pause.c", SOURCE).text("gcc", _compiler_version()).text(
-        "format", "1").hexdigest()
+    key = (InputHash().file("pause.c", SOURCE).text("gcc", _compiler_version())
+           .code(__file__).hexdigest())
     return cached_build("pause", REFERENCE, key, _build, out_dir)

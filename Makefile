@@ -13,7 +13,8 @@ STAMP  := $(VENV)/.installed
 # bootstrap all honour HELM3/HELM4).
 export TOOLS_DIR
 
-.PHONY: help test lint tools browser venv demo bench clean chart-readme
+.PHONY: help test lint tools browser venv demo bench clean chart-readme cluster cluster-down \
+  cluster-status
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -26,7 +27,8 @@ lint: $(STAMP)  ## ruff over the whole tree
 
 tools: $(STAMP)  ## build the pinned Helm 3, Helm 4, helm-docs, kube-score and checkov into .tools/ (once)
 	scripts/bootstrap-helm.sh
-	scripts/bootstrap-kube.sh  # kube-apiserver + etcd for the live chart tests (once: ~5 min on 2 idle cores)
+	scripts/bootstrap-kube.sh  # Kubernetes, etcd, CoreDNS for the live tests and make cluster (once)
+	scripts/bootstrap-cluster-packages.sh  # containerd, runc, CNI plugins, iptables (once; root)
 	PYTHON=$(PY) scripts/bootstrap-keycloak.sh  # Keycloak for the sign-in tests (once: ~200 MB download, ~25 s build)
 
 browser:  ## install Debian's chromium for the drill's browser test (once; needs root)
@@ -64,6 +66,20 @@ demo: tools  ## the probe drill: faults against the live platform, probes as the
 	  $(foreach assignment,$(SET),--set '$(assignment)') \
 	  --time-scale $(TIME_SCALE) --report '$(REPORT)' \
 	  $(if $(HTML),--html '$(HTML)') $(DRILL_ARGS)
+
+# A real single-node Kubernetes here (scripts/iot_tools/cluster; README "Run it on a real
+# Kubernetes here"). CLUSTER_DIR: its state, configuration and logs (default .cluster/).
+CLUSTER_DIR ?= $(CURDIR)/.cluster
+export CLUSTER_DIR
+
+cluster: tools  ## start the single-node cluster (etcd … kubelet, containerd, CoreDNS); kubeconfig in .cluster/
+	$(PY) -m iot_tools.cluster up
+
+cluster-down: $(STAMP)  ## stop the cluster and remove every process, mount, interface and rule it made
+	$(PY) -m iot_tools.cluster down
+
+cluster-status: $(STAMP)  ## the cluster's components, API /readyz, node Ready, guards and pods
+	$(PY) -m iot_tools.cluster status
 
 clean:  ## remove the venv, the tools and caches
 	rm -rf $(VENV) $(TOOLS_DIR) .pytest_cache .ruff_cache

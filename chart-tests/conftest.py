@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from iot_tools import helm
+from iot_tools import helm, images
 from iot_tools.apiserver import ApiServer
+from iot_tools.cluster import Cluster
 from iot_tools.kube import kube_errors
 
 # Helm majors every render-level test runs under.
@@ -133,3 +134,18 @@ def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A real single-node Kubernetes (iot_tools.cluster) with every image iot_tools.images
+    builds imported, started on first use in a tmp dir; at the end of the session it is taken
+    down and must leave nothing behind."""
+    built = images.build_all()
+    running = Cluster(tmp_path_factory.mktemp("cluster")).up(built, timeout=420)
+    try:
+        yield running
+    finally:
+        left = running.down()
+        assert not left, f"the cluster left behind: {left}"
+

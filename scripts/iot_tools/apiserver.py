@@ -168,6 +168,17 @@ class ApiAccess:
         except json.JSONDecodeError:
             return status, {"raw": raw.decode(errors="replace")}
 
+    def get_text(self, path: str, timeout: float = 30) -> tuple[int, str]:
+        """A GET whose answer is text, not JSON (a pod's log): (HTTP status, text)."""
+        request = urllib.request.Request(
+            self.url + path, headers={"Authorization": f"Bearer {self.token}"})
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+                return response.status, response.read().decode(errors="replace")
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(errors="replace")
+
     def resource_path(self, api_version: str, kind: str, namespace: str) -> str:
         """The collection path of a kind (from the server's discovery), namespaced or not."""
         base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"

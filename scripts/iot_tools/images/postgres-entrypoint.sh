@@ -70,12 +70,17 @@ verify_password() {
 }
 
 init_database_dir() {
-	local args=(--username="$POSTGRES_USER" --pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD"))
+	# Listen on every address, as upstream; sockets where Debian puts them (the chart mounts an
+	# emptyDir there; the wheel's build would say /tmp). POSTGRES_INITDB_ARGS come after: theirs win.
+	local args=(--username="$POSTGRES_USER" --set "listen_addresses=*"
+		--set unix_socket_directories=/var/run/postgresql)
 	if [ -n "${POSTGRES_INITDB_WALDIR:-}" ]; then
 		args+=(--waldir "$POSTGRES_INITDB_WALDIR")
 	fi
+	# The password reaches initdb through a pipe, never a file or the command line; the process
+	# substitution must sit on initdb's own command line (its fd closes when that command ends).
 	# shellcheck disable=SC2086 (POSTGRES_INITDB_ARGS is a list of words, as upstream)
-	initdb "${args[@]}" $POSTGRES_INITDB_ARGS
+	initdb "${args[@]}" --pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD") $POSTGRES_INITDB_ARGS
 }
 
 setup_hba() {

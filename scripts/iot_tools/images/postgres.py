@@ -55,16 +55,6 @@ def pgdata(major: str) -> str:
     return f"/var/lib/postgresql/{major}/docker"
 
 
-def _sample_config(text: str) -> str:
-    """The official image listens on every address; sockets go where Debian puts them (the
-    chart mounts an emptyDir there)."""
-    text = re.sub(r"^#?listen_addresses\s*=\s*\S+", "listen_addresses = '*'", text,
-                  count=1, flags=re.MULTILINE)
-    return re.sub(r"^#?unix_socket_directories\s*=\s*\S+",
-                  "unix_socket_directories = '/var/run/postgresql'", text, count=1,
-                  flags=re.MULTILINE)
-
-
 def _with_postgres_user(base: BaseRootfs, stage: Path) -> None:
     """/etc/passwd and /etc/group of the base plus postgres (70:70), as alpine's image has."""
     (stage / "etc").mkdir(mode=0o755)
@@ -93,8 +83,6 @@ def _build(base: BaseRootfs, major: str, version: str, image_reference: str,
                         ignore=shutil.ignore_patterns("*.a", "pkgconfig"))
         shutil.copytree(install / "share", prefix / "share", symlinks=True,
                         ignore=shutil.ignore_patterns("doc"))
-        sample = prefix / "share" / "postgresql.conf.sample"
-        sample.write_text(_sample_config(sample.read_text()))
         shutil.copytree(libs, stage / LIBS_IN_IMAGE, symlinks=True)
         entrypoint = stage / "usr" / "local" / "bin" / "docker-entrypoint.sh"
         entrypoint.parent.mkdir(parents=True, mode=0o755)

@@ -193,14 +193,27 @@ def kill_pods(timeout: float = 20) -> None:
         raise HostError(f"pod processes still alive after SIGKILL: {sorted(pids)}")
 
 
+# What the cluster runs: only such processes are ever killed by what their command line
+# names (an editor or `tail -f` of a log in the state dir is left alone).
+CLUSTER_EXECUTABLES = frozenset({
+    "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
+    "kube-proxy", "coredns", "containerd", "containerd-shim-runc-v2", "runc",
+})
+PROVISIONER_MODULE = "iot_tools.cluster.provisioner"
+
+
 def processes_mentioning(text: str) -> list[int]:
-    """Pids whose command line contains `text` (containerd shims name our socket)."""
+    """Pids of the cluster's kind of process whose command line contains `text`
+    (containerd shims name our socket; every component names the state dir)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             with contextlib.suppress(OSError):
-                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
-                        errors="replace"):
+                words = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+                command = " ".join(words)
+                ours = (Path(words[0]).name in CLUSTER_EXECUTABLES
+                        or PROVISIONER_MODULE in command)
+                if ours and text in command:
                     found.append(int(entry.name))
     return found
 

@@ -323,3 +323,33 @@ def test_private_containerd_leaves_no_mount_behind(images: dict[str, Image]) -> 
         runtime.stop()
     assert runtime.mounts() == []
     assert not runtime.workdir.exists()
+
+
+# -- the values that point the chart at them -------------------------------------------------
+
+LOCAL_VALUES = Path(__file__).parents[1] / "iot_tools" / "images" / "values-local.yaml"
+
+
+def pod_containers(docs: list[dict]) -> list[tuple[str, dict]]:
+    found = []
+    for doc in docs:
+        spec = doc.get("spec", {})
+        pod = spec.get("template", {}).get("spec") if "template" in spec else (
+            spec if doc["kind"] == "Pod" else None)
+        if pod:
+            for container in pod.get("initContainers", []) + pod["containers"]:
+                found.append((doc["metadata"]["name"], container))
+    return found
+
+
+def test_local_values_run_every_pod_but_emqx_on_an_image_built_here(
+        images: dict[str, Image]) -> None:
+    # Keycloak's image (iot_tools.images.keycloak) is tagged with the pinned Keycloak version.
+    keycloak = f"localhost/iot-platform/keycloak:{helm.pinned_versions()['KEYCLOAK_VERSION']}"
+    built = {image.reference for image in images.values()} | {keycloak}
+    docs = helm.render(values_files=(LOCAL_VALUES,))
+    containers = [(name, c) for name, c in pod_containers(docs) if "emqx" not in name]
+    assert containers
+    for name, container in containers:
+        assert container["image"] in built, (name, container["image"])
+        assert container["imagePullPolicy"] == "Never", name

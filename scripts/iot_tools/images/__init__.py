@@ -13,12 +13,13 @@ __all__ = ["Image", "ImageBuildError", "build", "build_all", "build_pause", "nam
 
 
 def _builders() -> dict:
+    from iot_tools.images.keycloak import build_keycloak
     from iot_tools.images.nats import build_nats
     from iot_tools.images.postgres import build_postgres
     from iot_tools.images.services import build_services
 
     return {"pause": build_pause, "services": build_services, "nats": build_nats,
-            "postgresql": build_postgres}
+            "postgresql": build_postgres, "keycloak": build_keycloak}
 
 
 def names() -> list[str]:

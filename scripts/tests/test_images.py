@@ -27,7 +27,9 @@ from iot_tools.images.containerd import PrivateContainerd
 from iot_tools.images.services import reference as services_reference
 from iot_tools.servers import PostgresServer, free_port, temp_workdir
 
-pytestmark = pytest.mark.slow
+# A cold first build (mmdebstrap from deb.debian.org, the project's wheels from PyPI) runs in
+# the first test's setup: ~2-3 min here, so the default 300 s per test is too tight.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 IMAGES = ("pause", "services", "nats", "postgresql")
 

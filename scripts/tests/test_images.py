@@ -150,6 +150,25 @@ def test_second_build_is_a_cache_hit(images: dict[str, Image]) -> None:
     assert time.monotonic() - started < 30
 
 
+def test_services_key_changes_with_the_services_sources_only(tmp_path: Path) -> None:
+    from iot_tools.helm import REPO_ROOT
+    from iot_tools.images.services import source_hash
+
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO_ROOT / name, tmp_path / name)
+    shutil.copytree(REPO_ROOT / "services" / "common", tmp_path / "services" / "common",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "services" / "tests").mkdir()
+    before = source_hash(tmp_path).hexdigest()
+    (tmp_path / "services" / "tests" / "test_new.py").write_text("def test(): pass\n")
+    (tmp_path / "services" / "common" / "__pycache__").mkdir()
+    (tmp_path / "services" / "common" / "__pycache__" / "x.pyc").write_bytes(b"cache")
+    assert source_hash(tmp_path).hexdigest() == before
+    with (tmp_path / "services" / "common" / "health.py").open("a") as source:
+        source.write("# changed\n")
+    assert source_hash(tmp_path).hexdigest() != before
+
+
 def test_build_places_the_archive_in_out_dir(images: dict[str, Image], tmp_path: Path) -> None:
     image = build("pause", tmp_path)
     assert image.archive == tmp_path / "pause.tar"

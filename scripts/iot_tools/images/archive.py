@@ -93,8 +93,8 @@ def layer_from_files(
     created_by: str, owner: tuple[int, int] = (0, 0),
 ) -> Layer:
     """A small layer from explicit entries: `files` maps an in-image path to (source file or
-    bytes, mode), `directories` an in-image directory to its mode; everything owned by `owner`
-    except parent directories (root)."""
+    bytes, mode), `directories` an in-image directory to its mode; every entry owned by
+    `owner`. Parent directories not listed come from the layers below."""
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as archive:
         for name, mode in sorted(directories.items()):
             info = tarfile.TarInfo(name.lstrip("/"))

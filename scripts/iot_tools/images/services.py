@@ -117,16 +117,21 @@ def _build(base: BaseRootfs, constraints: str, image_reference: str, target: Pat
         write_docker_archive(image_reference, layers, config, target)
 
 
+def source_hash(root: Path) -> InputHash:
+    """The project's part of the services image's key: what the Dockerfile copies (README.md
+    too: it is the package's long description), without caches and services/tests."""
+    return (InputHash().file("pyproject.toml", root / "pyproject.toml")
+            .file("README.md", root / "README.md")
+            .tree("services", root / "services", skip=_SKIP))
+
+
 def build_services(out_dir: Path | None = None) -> Image:
     """The services image, tagged as the chart references it by default."""
     base = base_rootfs()
     constraints = _constraints()
     image_reference = reference()
     key = (
-        InputHash().text("base", base.key).text("reference", image_reference)
-        .file("pyproject.toml", REPO_ROOT / "pyproject.toml")
-        .file("README.md", REPO_ROOT / "README.md")
-        .tree("services", REPO_ROOT / "services", skip=_SKIP)
+        source_hash(REPO_ROOT).text("base", base.key).text("reference", image_reference)
         .text("constraints", constraints).code(__file__).hexdigest()
     )
     return cached_build(

@@ -1,6 +1,6 @@
 """A minimal MQTT 3.1.1 client (CONNECT, PUBLISH QoS 1, DISCONNECT) over a plain socket: what
 EMQX's bridge does against NATS's MQTT listener, enough to test its NATS user there without an
-MQTT library."""
+MQTT library. Standard library only: the cluster tests run this file's source in a pod."""
 
 from __future__ import annotations
 
@@ -38,10 +38,11 @@ class MqttClient:
 
     @classmethod
     def connect(cls, port: int, client_id: str, user: str | None = None,
-                password: str | None = None, timeout: float = 5.0) -> MqttClient:
+                password: str | None = None, timeout: float = 5.0, *,
+                host: str = "127.0.0.1") -> MqttClient:
         """Connect with a clean session; the CONNACK's return code (0: accepted, 4: bad
         user name or password, 5: not authorized) is kept, whatever it is."""
-        sock = socket.create_connection(("127.0.0.1", port), timeout)
+        sock = socket.create_connection((host, port), timeout)
         sock.settimeout(timeout)
         flags = 0x02 | (0x80 if user is not None else 0) | (0x40 if password is not None else 0)
         body = (_text("MQTT") + bytes([4, flags]) + struct.pack("!H", 30) + _text(client_id)

@@ -143,8 +143,9 @@ def remove_chains() -> None:
 # --- kernel settings ---------------------------------------------------------------------------
 
 def save_sysctls() -> dict[str, str]:
+    """The kernel settings the kubelet and `up` change, as they are now."""
     values = {}
-    for key in KUBELET_SYSCTLS:
+    for key in (*KUBELET_SYSCTLS, BRIDGE_NETFILTER):
         with contextlib.suppress(OSError):
             values[key] = Path("/proc/sys", key).read_text().strip()
     return values
@@ -158,14 +159,29 @@ def restore_sysctls(values: dict[str, str]) -> None:
                 path.write_text(value + "\n")
 
 
+BRIDGE_NETFILTER = "net/bridge/bridge-nf-call-iptables"
+
+
 def require_bridge_netfilter() -> None:
     """kube-proxy's ClusterIPs between pods on one bridge need bridged packets to pass
-    iptables; we do not change that machine-wide setting, we ask for it."""
-    path = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
-    if not path.exists() or path.read_text().strip() != "1":
+    iptables: the kernel must offer the setting (br_netfilter built in or loadable)."""
+    path = Path("/proc/sys", BRIDGE_NETFILTER)
+    if not path.exists():
+        with contextlib.suppress(OSError):  # no modprobe: the check below names the problem
+            run("modprobe", "br_netfilter", check=False)
+    if not path.exists():
         raise HostError(
-            "net.bridge.bridge-nf-call-iptables is not 1 (module br_netfilter): ClusterIPs "
-            "would not work between pods; load br_netfilter and set it to 1")
+            "net.bridge.bridge-nf-call-iptables does not exist (no br_netfilter in this "
+            "kernel, and `modprobe br_netfilter` failed): ClusterIPs would not work between "
+            "pods on the bridge")
+
+
+def enable_bridge_netfilter() -> None:
+    """Sets net.bridge.bridge-nf-call-iptables to 1 for the cluster's life; the caller saved
+    the previous value (SAVED_SYSCTLS) and `down` puts it back."""
+    path = Path("/proc/sys", BRIDGE_NETFILTER)
+    if path.read_text().strip() != "1":
+        path.write_text("1\n")
 
 
 # --- processes, mounts, cgroups, files ---------------------------------------------------------

@@ -176,6 +176,7 @@ class Cluster(ApiAccess):
         layout.ports = Ports(**{name: free_port() for name in Ports.__dataclass_fields__})
         OWNER_FILE.write_text(f"{self.directory}\n")
         layout.save({"sysctls": host.save_sysctls()})
+        host.enable_bridge_netfilter()
 
         # The network first: the bridge holds the node address everything binds to, and the
         # guards are in place before any pod exists.

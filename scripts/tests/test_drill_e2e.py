@@ -248,8 +248,14 @@ def test_liveness_on_ready_restarts_in_a_cascade_and_fails_the_drill(aggressive_
     # A healthy process honours SIGTERM: it drains and exits 0 within the grace period.
     assert {event["detail"] for event in aggressive_run.events("exited", "ingest_iot")} == {
         "exit 0"}
-    assert any("CrashLoopBackOff" in event["detail"]
-               for event in aggressive_run.events("phase", "ingest_iot"))
+    # The kubelet starts a container it killed in the same sync, checking the back-off
+    # against the container before it: that one exited a drain and a liveness window earlier
+    # (longer than the first back-offs), so the first restarts come at once.
+    exits = [event["t"] for event in aggressive_run.events("exited", "ingest_iot")]
+    relaunches = [event["t"] for event in aggressive_run.events("launched", "ingest_iot")][1:]
+    assert len(relaunches) >= 2
+    assert all(0 <= launch - exit_ < 0.5 for exit_, launch in zip(exits[:2], relaunches[:2],
+                                                                  strict=True))
     assert "nats-outage" in aggressive_run.output and "FAIL" in aggressive_run.output
     assert phase["telemetry"]["lost"] == 0, "restarts cost availability, not data"
 

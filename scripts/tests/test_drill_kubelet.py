@@ -94,6 +94,45 @@ def test_ready_only_after_success_threshold_passes(server, pool):
     assert before[-2:] == [True, True] and before.count(True) == 3
 
 
+def test_readiness_runs_at_once_when_the_startup_probe_passes(server, pool):
+    # The kubelet syncs the pod on the startup result and triggers readiness (prober_manager
+    # UpdatePodStatus): Ready right after start-up, not a readiness period later.
+    server.answer("/health", 503)
+    container = make_container(ServerProcess(server), [
+        probe("startup", "/health", period=0.05, timeout=0.04, failure_threshold=1000),
+        probe("readiness", "/ready", period=2.0, timeout=0.5)], pool)
+
+    async def scenario() -> None:
+        async with running(container):
+            await asyncio.sleep(0.3)
+            server.answer("/health", 200)
+            assert await until(lambda: container.ready, 1.5)
+
+    asyncio.run(scenario())
+    started_at = times(container, events.STARTED)[0]
+    assert times(container, events.READY)[0] - started_at < 0.3
+
+
+def test_readiness_runs_again_at_once_when_it_flips_to_failure_and_reticks_from_then(
+        server, pool):
+    container = make_container(ServerProcess(server), [
+        probe("readiness", "/ready", period=0.4, timeout=0.1, failure_threshold=2)], pool)
+
+    async def scenario() -> None:
+        async with running(container):
+            assert await until(lambda: container.ready, 5)
+            server.answer("/ready", 503)
+            assert await until(lambda: not container.ready, 5)
+            await asyncio.sleep(1.0)
+
+    asyncio.run(scenario())
+    not_ready_at = times(container, events.NOT_READY)[0]
+    after = [r.t for r in readiness_records(container) if r.t > not_ready_at]
+    assert after[0] - not_ready_at < 0.15, "the sync's manual run, at once"
+    # The ticker restarted from the manual run: the next probe one period after it.
+    assert 0.3 <= after[1] - after[0] <= 0.55, after
+
+
 def test_startup_gates_liveness_and_readiness_until_it_passes(server, pool):
     server.answer("/health", 503)
     container = make_container(ServerProcess(server), [
@@ -176,6 +215,19 @@ def test_back_off_sequence_cap_and_reset():
     # A container that ran more than 2 x 300 s since the last finish starts over.
     assert backoff.delay(finished_at=90 + 601) == 0
     assert backoff.delay(finished_at=700) == 10
+
+
+def test_a_kill_restarts_at_once_unless_the_container_before_it_exited_within_back_off():
+    # The kubelet kills and starts in one sync whose back-off check sees the container that
+    # exited before the kill (kuberuntime doBackOff with the pre-kill pod status).
+    backoff = CrashLoopBackoff(initial=10, maximum=300)
+    assert backoff.delay_after_kill(finished_at=40, previous_exit=None) == 0
+    assert backoff.delay_after_kill(finished_at=80, previous_exit=40) == 0  # first record: 10
+    assert backoff.delay_after_kill(finished_at=100, previous_exit=80) == 0  # 20 s ago >= 10
+    # The previous one exited 5 s before this exit, within the 20 s now in force: wait 20 s.
+    assert backoff.delay_after_kill(finished_at=105, previous_exit=100) == 20
+    # A crash (an exit of its own) is checked against itself, as before.
+    assert backoff.delay(finished_at=130) == 40
 
 
 def test_time_scale_multiplies_period_and_initial_delay(server, pool):

@@ -13,8 +13,15 @@ Modelled on pkg/kubelet/prober/worker.go and the runtime manager:
     else the pod's); a process that exits by itself is restarted too (restartPolicy Always);
     the grace period is NOT time-scaled: it is the budget for the process's own shutdown
     (drain delay, flush), which runs at real speed;
-  - every restart goes through the crash-loop back-off; a new container starts with fresh
-    probe results.
+  - whenever the kubelet syncs the pod while the container has started but is not Ready
+    (the startup probe has just passed, readiness has just flipped to Failure) it runs the
+    readiness probe at once and restarts its ticker from then (prober_manager.go
+    UpdatePodStatus -> worker.manualTriggerCh, probeTicker.Reset);
+  - every restart goes through the crash-loop back-off (backoff.py), with one difference
+    for a container the kubelet kills (liveness/startup): it is started again in the same
+    sync, whose back-off check sees the container that had exited BEFORE the kill, not the
+    one just killed (kuberuntime doBackOff with the pre-kill pod status); a new container
+    starts with fresh probe results.
 """
 
 from __future__ import annotations
@@ -70,6 +77,8 @@ class ProbeWorker:
     last: ProbeOutcome | None = None
 
     def __post_init__(self) -> None:
+        # A manual run requested by a pod sync (worker.go's manualTriggerCh, buffer 1).
+        self.triggered = asyncio.Event()
         self.reset()
 
     def reset(self) -> None:
@@ -120,6 +129,9 @@ class Container:
         self.backoff = CrashLoopBackoff(self.scale(10.0), self.scale(300.0))
         self._restart_at = 0.0
         self._terminator: asyncio.Task | None = None
+        # When the previous container of this one exited (the kubelet keeps the last dead
+        # container; its finish is what a kill's back-off check sees).
+        self._previous_exit: float | None = None
 
     # -- running ---------------------------------------------------------------------------
 
@@ -170,11 +182,16 @@ class Container:
     def _on_exit(self, code: int) -> None:
         finished = self.clock()
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
-        kind = events.EXITED if self.state is State.TERMINATING else events.CRASHED
+        killed = self.state is State.TERMINATING  # only a probe's kill terminates
+        kind = events.EXITED if killed else events.CRASHED
         self.timeline.record(kind, how, self.name)
         self._set_ready(False, "container exited")
         self.started = False
-        delay = self.backoff.delay(finished)
+        if killed:
+            delay = self.backoff.delay_after_kill(finished, self._previous_exit)
+        else:
+            delay = self.backoff.delay(finished)
+        self._previous_exit = finished
         self._restart_at = finished + delay
         self.state = State.BACKOFF if delay > 0 else State.WAITING
         if delay > 0:
@@ -203,6 +220,7 @@ class Container:
 
     async def _probe_worker(self, kind: ProbeKind) -> None:
         period = self.scale(self.probes[kind].period)
+        triggered = self.workers[kind].triggered
         tick = self.clock()
         while True:
             await self._probe_once(kind)
@@ -210,7 +228,13 @@ class Container:
             now = self.clock()
             if tick < now:  # like a Go ticker, drop the ticks a slow probe missed
                 tick += math.ceil((now - tick) / period) * period
-            await asyncio.sleep(tick - now)
+            try:
+                await asyncio.wait_for(triggered.wait(), tick - now)
+            except TimeoutError:
+                continue
+            # A manual run: probe now, and the ticker restarts from this moment.
+            triggered.clear()
+            tick = self.clock() - period
 
     async def _probe_once(self, kind: ProbeKind) -> None:
         worker = self.workers[kind]
@@ -262,11 +286,20 @@ class Container:
         self.timeline.record(events.STARTED, why, self.name)
         if "readiness" not in self.probes:
             self._set_ready(True, "started, no readiness probe")
+        self._sync_pod()
 
     def _set_ready(self, ready: bool, why: str) -> None:
         if ready != self.ready:
             self.ready = ready
             self.timeline.record(events.READY if ready else events.NOT_READY, why, self.name)
+            self._sync_pod()
+
+    def _sync_pod(self) -> None:
+        """A probe result changed, so the kubelet syncs the pod: a started container that is
+        not Ready gets its readiness probe run at once."""
+        worker = self.workers.get("readiness")
+        if worker is not None and self.started and not self.ready:
+            worker.triggered.set()
 
     # -- stopping --------------------------------------------------------------------------
 

@@ -190,10 +190,13 @@ def pod_cgroup_pids() -> set[int]:
     pids: set[int] = set()
     for hierarchy in CGROUP_ROOT.iterdir() if CGROUP_ROOT.is_dir() else []:
         top = hierarchy / POD_CGROUP
-        if top.is_dir():
-            for procs in top.rglob("cgroup.procs"):
+        # os.walk, not rglob: the kubelet and containerd remove pod cgroups while we look,
+        # and a folder gone mid-walk is skipped (rglob raises FileNotFoundError).
+        for folder, _subfolders, files in os.walk(top):
+            if "cgroup.procs" in files:
                 with contextlib.suppress(OSError, ValueError):
-                    pids.update(int(pid) for pid in procs.read_text().split())
+                    pids.update(int(pid) for pid in
+                                Path(folder, "cgroup.procs").read_text().split())
     return pids
 
 

@@ -47,18 +47,8 @@ def played(cluster: Cluster) -> Iterator[ClusterDrill]:
     uninstalled at the end whatever happened."""
     drill = ClusterDrill(cluster, namespace="drill")
     try:
-        drill.install()
-        drill.watch()
-        drill.start_feed()
-        for fault in FAULTS:
-            if fault == "hung-service":
-                drill.hung_service()
-            else:
-                drill.dependency_outage(fault)
-        final = drill.stop_feed()
-        drill.wait_stored(final["published"])
+        drill.run(FAULTS)
     finally:
-        drill.uninstall()
         local = (json.loads(LOCAL_DRILL_REPORT.read_text())
                  if LOCAL_DRILL_REPORT.exists() else None)
         cluster_drill.write(drill.report(local))

@@ -18,24 +18,21 @@ are written to test-artifacts/cluster-install-h<major>.json.
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import pytest
-from iot_tools import helm, images
+from iot_tools import helm
 from iot_tools.cluster import Cluster
+from iot_tools.cluster.clients import ClientsPod
+from iot_tools.cluster.pods import is_ready, restart_count, wait_for
 
 RELEASE = "iot"
 # The chart on the images built here (pullPolicy Never).
 LOCAL_VALUES = helm.REPO_ROOT / "scripts" / "iot_tools" / "images" / "values-local.yaml"
-MQTT_CLIENT = helm.REPO_ROOT / "scripts" / "iot_tools" / "mqtt.py"
 SERVICES = ("ingest", "evaluator", "ui-iot", "ops-worker", "route-delivery")
 # The values key of each service (probes.<kind> overrides live under it).
 VALUES_KEY = {"ingest": "ingest", "evaluator": "evaluator", "ui-iot": "uiIot",
@@ -45,16 +42,6 @@ INSTALL_TIMEOUT = 900
 ARTIFACTS = helm.REPO_ROOT / "test-artifacts"
 # The upgrade: every service's readiness period goes from the default to this.
 UPGRADED_PERIOD = 7
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(interval)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
 
 
 @dataclass
@@ -101,20 +88,10 @@ class Release:
         path.write_text(json.dumps(self.figures, indent=2) + "\n")
 
 
-def is_ready(pod: dict) -> bool:
-    return any(condition["type"] == "Ready" and condition["status"] == "True"
-               for condition in pod.get("status", {}).get("conditions", []))
-
-
-def restarts(pod: dict) -> int:
-    return sum(status.get("restartCount", 0)
-               for status in pod.get("status", {}).get("containerStatuses", []))
-
-
 def describe(pods: list[dict]) -> str:
     return "; ".join(
         f"{pod['metadata']['name']} {pod['status'].get('phase')} ready={is_ready(pod)} "
-        f"restarts={restarts(pod)}" for pod in pods)
+        f"restarts={restart_count(pod)}" for pod in pods)
 
 
 @pytest.fixture(scope="module", params=[3, 4], ids=["helm3", "helm4"])
@@ -144,7 +121,7 @@ def test_install_waits_until_every_pod_is_ready_by_the_kubelets_probes(release: 
     assert running and all(is_ready(pod) for pod in running), describe(pods)
     release.figures["pods_ready_after_install"] = len(running)
     release.figures["restarts_during_install"] = {
-        pod["metadata"]["name"]: restarts(pod) for pod in running if restarts(pod)}
+        pod["metadata"]["name"]: restart_count(pod) for pod in running if restart_count(pod)}
 
 
 def test_helm_test_pods_pass_on_the_installed_release(release: Release):
@@ -152,163 +129,6 @@ def test_helm_test_pods_pass_on_the_installed_release(release: Release):
     assert result.returncode == 0, result.stderr + result.stdout
     # Every test pod the chart ships ran to Succeeded (helm test fails otherwise).
     assert result.stdout.count("Succeeded") >= 3, result.stdout
-
-
-# The clients of the upgrade test, run in a pod of the services image because clients of a
-# Service live in the cluster (the host has no route to the Service range: the guard). It
-# sends GETs of ui-iot's page through the Service (one connection each, as a browser's new
-# visits) and publishes readings as EMQX's bridge does: MQTT QoS 1 to NATS's MQTT listener
-# through the NATS Service, with the bridge's login; a reading counts as published once
-# acknowledged (PUBACK), and one that was not is sent again. GET /stats on port 8081 reports;
-# POST /stop ends both loops first. The MQTT client is iot_tools.mqtt's source, prepended.
-CLIENTS_SCRIPT = r"""
-import json, os, threading, time, urllib.request
-from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-stats = {"requests_ok": 0, "requests_failed": 0, "failures": [], "published": 0,
-         "publish_retries": 0}
-stop = threading.Event()
-done = threading.Event()
-
-
-def requests_loop():
-    url = os.environ["UI_URL"]
-    while not stop.is_set():
-        try:
-            with urllib.request.urlopen(url, timeout=5) as answer:
-                answer.read()
-            stats["requests_ok"] += 1
-        except Exception as error:
-            stats["requests_failed"] += 1
-            if len(stats["failures"]) < 50:
-                stats["failures"].append(f"{time.strftime('%X')} {error}"[:300])
-        time.sleep(0.02)
-
-
-def feed():
-    client, index = None, 0
-    epoch = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
-    while not stop.is_set():
-        device = f"upgrade-{index % 20:02d}"
-        ts = (epoch + timedelta(milliseconds=index)).isoformat().replace("+00:00", "Z")
-        body = json.dumps({"device_id": device, "ts": ts,
-                           "metrics": {"temperature": 20 + index % 10}}).encode()
-        while True:
-            try:
-                if client is None:
-                    client = MqttClient.connect(
-                        1883, "upgrade-clients", "emqx-bridge", os.environ["MQTT_PASSWORD"],
-                        host=os.environ["NATS_HOST"])
-                    if client.return_code != ACCEPTED:
-                        raise MqttError(f"CONNACK {client.return_code}")
-                client.publish(f"telemetry/{device}", body, packet_id=index % 65535 + 1)
-                break
-            except (OSError, MqttError) as error:
-                stats["publish_retries"] += 1
-                if len(stats["failures"]) < 50:
-                    stats["failures"].append(f"publish: {error}"[:300])
-                if client is not None:
-                    client.close()
-                client = None
-                time.sleep(0.1)
-        index += 1
-        stats["published"] = index
-        time.sleep(0.02)
-    if client is not None:
-        client.close()
-
-
-class Stats(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.answer()
-
-    def do_POST(self):
-        stop.set()
-        done.wait(60)
-        self.answer()
-
-    def answer(self):
-        body = json.dumps(stats).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-def run():
-    requests = threading.Thread(target=requests_loop)
-    requests.start()
-    feed()
-    requests.join()
-    done.set()
-
-
-threading.Thread(target=run, daemon=True).start()
-ThreadingHTTPServer(("0.0.0.0", 8081), Stats).serve_forever()
-"""
-
-
-@dataclass
-class Clients:
-    """The clients pod, seen from the host through its pod IP."""
-
-    release: Release
-    pod_ip: str = ""
-
-    def start(self) -> Clients:
-        namespace = self.release.namespace
-        status, answer = self.release.cluster.request(
-            "POST", f"/api/v1/namespaces/{namespace}/pods", {
-                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "upgrade-clients"},
-                "spec": {"restartPolicy": "Never", "containers": [{
-                    "name": "clients", "image": images.build("services").reference,
-                    "imagePullPolicy": "Never",
-                    "command": ["python", "-c", MQTT_CLIENT.read_text() + CLIENTS_SCRIPT],
-                    "env": [
-                        {"name": "UI_URL", "value": f"http://{RELEASE}-ui-iot/"},
-                        {"name": "NATS_HOST", "value": f"{RELEASE}-nats"},
-                        {"name": "MQTT_PASSWORD", "valueFrom": {"secretKeyRef": {
-                            "name": f"{RELEASE}-nats", "key": "emqx-bridge-password"}}}],
-                    "readinessProbe": {"tcpSocket": {"port": 8081}, "periodSeconds": 1}}]}})
-        assert status == 201, answer
-        self.pod_ip = wait_for("the clients pod Ready", lambda: (
-            pod["status"]["podIP"] if is_ready(pod := self.release.get(
-                f"/api/v1/namespaces/{namespace}/pods/upgrade-clients")) else None),
-            timeout=120)
-        wait_for("the clients served and published", lambda: (
-            (now := self.stats())["requests_ok"] > 0 and now["published"] > 0), timeout=60)
-        return self
-
-    def stats(self, method: str = "GET") -> dict:
-        request = urllib.request.Request(f"http://{self.pod_ip}:8081/", method=method)
-        with urllib.request.urlopen(request, timeout=90) as answer:
-            return json.loads(answer.read())
-
-    def stop(self) -> dict:
-        final = self.stats("POST")
-        self.release.cluster.request(
-            "DELETE", f"/api/v1/namespaces/{self.release.namespace}/pods/upgrade-clients")
-        return final
-
-
-def secret_value(release: Release, secret: str, key: str) -> str:
-    data = release.secret(secret)
-    assert data is not None, f"Secret {secret} missing"
-    return base64.b64decode(data[key]).decode()
-
-
-async def count_rows(host: str, password: str, device_prefix: str) -> int:
-    connection = await asyncpg.connect(host=host, port=5432, user="iot", database="iot",
-                                       password=password, timeout=10)
-    try:
-        return await connection.fetchval(
-            "SELECT count(*) FROM telemetry WHERE device_id LIKE $1", device_prefix + "%")
-    finally:
-        await connection.close()
 
 
 @dataclass
@@ -329,7 +149,10 @@ def upgrade(release: Release) -> Upgrade:
               for component in SERVICES}
     sets = [argument for component in SERVICES for argument in (
         "--set", f"{VALUES_KEY[component]}.probes.readiness.periodSeconds={UPGRADED_PERIOD}")]
-    clients = Clients(release).start()
+    # The clients live in the cluster: requests to ui-iot and readings to NATS through their
+    # Services (iot_tools.cluster.clients).
+    clients = ClientsPod(release.cluster, release.namespace, RELEASE, "upgrade-clients",
+                         "upgrade-", ui=True).start()
     started = time.monotonic()
     result = release.helm("upgrade", RELEASE, str(helm.CHART_DIR), "--reuse-values", *sets,
                           "--wait", "--timeout", f"{INSTALL_TIMEOUT}s")
@@ -337,14 +160,7 @@ def upgrade(release: Release) -> Upgrade:
     time.sleep(2)
     final = clients.stop()
     assert result.returncode == 0, (result.stderr[-3000:], describe(release.pods()))
-
-    postgres = next(pod for pod in release.pods()
-                    if pod["metadata"]["labels"]["app.kubernetes.io/component"] == "postgresql")
-    password = secret_value(release, f"{RELEASE}-postgresql", "password")
-    stored = wait_for(f"{final['published']} readings stored", lambda: (
-        count if (count := asyncio.run(count_rows(
-            postgres["status"]["podIP"], password, "upgrade-"))) >= final["published"]
-        else None), timeout=120)
+    stored, _distinct = clients.wait_stored(final["published"], timeout=120)
     release.figures["upgrade_clients"] = {key: final[key] for key in (
         "requests_ok", "requests_failed", "published", "publish_retries")}
     release.figures["upgrade_readings_stored"] = stored
@@ -364,7 +180,7 @@ def test_an_upgrade_of_a_probe_value_rolls_every_service_deployment(
 
 def test_the_rolling_upgrade_fails_no_request_through_the_ui_service(upgrade: Upgrade):
     assert upgrade.clients["requests_ok"] > 100, upgrade.clients
-    assert upgrade.clients["requests_failed"] == 0, upgrade.clients["failures"]
+    assert upgrade.clients["requests_failed"] == 0, upgrade.clients["request_errors"]
 
 
 def test_the_rolling_upgrade_loses_no_reading_and_stores_none_twice(upgrade: Upgrade):

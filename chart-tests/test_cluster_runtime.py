@@ -11,28 +11,22 @@ from __future__ import annotations
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
 from iot_tools import images
 from iot_tools.cluster import Cluster
+from iot_tools.cluster import pods as pod_readers
 from iot_tools.cluster.layout import NODE_NAME
+from iot_tools.cluster.pods import is_ready
 
 NAMESPACE = "runtime-tests"
 PAUSE = "localhost/iot-platform/pause:1"
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 120,
-             interval: float = 0.5) -> Any:
-    deadline, last = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
+# Two minutes for anything a pod does here, unless a test says otherwise.
+wait_for = partial(pod_readers.wait_for, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +45,14 @@ def services_image() -> str:
     return images.build("services").reference
 
 
-def ready(status: dict) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True"
-               for c in status.get("conditions", []))
+def read_pod(cluster: Cluster, name: str) -> dict:
+    status, pod = cluster.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}")
+    assert status == 200, pod
+    return pod
 
 
 def pod_status(cluster: Cluster, name: str) -> dict:
-    status, pod = cluster.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}")
-    assert status == 200, pod
-    return pod.get("status", {})
+    return read_pod(cluster, name).get("status", {})
 
 
 def create(cluster: Cluster, path: str, body: dict) -> None:
@@ -100,7 +93,7 @@ def web_service(cluster: Cluster, namespace: str, services_image: str) -> str:
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
     })
-    wait_for("pod web Ready", lambda: ready(pod_status(cluster, "web")))
+    wait_for("pod web Ready", lambda: is_ready(read_pod(cluster, "web")))
     status, service = cluster.request("GET", f"/api/v1/namespaces/{namespace}/services/web")
     assert status == 200
     return service["spec"]["clusterIP"]
@@ -122,7 +115,7 @@ def test_pause_pod_runs_and_the_kubelet_reports_it_ready(
                                  "imagePullPolicy": "Never"}]},
     })
     status = wait_for("pause pod Ready", lambda: (
-        s if ready(s := pod_status(cluster, "pause")) else None))
+        pod["status"] if is_ready(pod := read_pod(cluster, "pause")) else None))
     assert status["podIP"].startswith("10.244.0.")
 
 

@@ -30,8 +30,6 @@ comparison (test-artifacts/cluster-drill.json) and prints the table.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -49,7 +47,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from iot_tools import helm, images
+from iot_tools import helm
+from iot_tools.cluster.clients import ClientsPod
+from iot_tools.cluster.pods import WaitTimeoutError, is_ready, restart_count, wait_for
 from iot_tools.cluster.runtime import Cluster
 from iot_tools.drill.limits import Limits
 from iot_tools.drill.render import read_render
@@ -119,14 +119,8 @@ def _now() -> float:
     return time.monotonic()
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
-    deadline = _now() + timeout
-    while _now() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(interval)
-    raise ClusterDrillError(f"{what} did not happen within {timeout:.0f} s")
+# How often the drill's waits look (seconds): it moves on soon after what it waits for.
+POLL = 0.1
 
 
 # --- the model --------------------------------------------------------------------------------
@@ -178,15 +172,6 @@ def model(values_files: Sequence[str | Path] = (LOCAL_VALUES,),
 
 
 # --- watching ---------------------------------------------------------------------------------
-
-
-def is_ready(pod: dict) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True"
-               for c in pod.get("status", {}).get("conditions", []))
-
-
-def restart_count(pod: dict) -> int:
-    return sum(s.get("restartCount", 0) for s in pod.get("status", {}).get("containerStatuses", []))
 
 
 def _ready_since(pod: dict) -> float | None:
@@ -370,128 +355,8 @@ def signal_container(cluster: Cluster, pod: dict, signum: int, process: str) -> 
     return pid
 
 
-# --- the feed: readings published to NATS through its Service, from a pod ----------------------
-
-# Run in a pod of the services image (the host has no route to the Service range). Readings
-# enter as EMQX's bridge would send them: MQTT QoS 1 to NATS's MQTT listener as the
-# `emqx-bridge` user (the only user allowed to publish telemetry, and only over MQTT), topic
-# telemetry/<device> -> subject telemetry.<device>. A minimal MQTT 3.1.1 client (the image
-# has no MQTT library): one reading in flight, resent until NATS answers PUBACK, reconnecting
-# as often as needed; `published` counts the acknowledged readings. A reading resent after a
-# lost PUBACK may be stored twice in the stream; ingest's ON CONFLICT keeps one row.
-# GET :8081 reports; POST stops the feed first.
-FEED_SCRIPT = r"""
-import asyncio, json, os, struct, threading
-from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-stats = {"published": 0, "publish_retries": 0, "connects": 0, "last_error": ""}
-stop = threading.Event()
-done = threading.Event()
-
-
-def text(value):
-    data = value.encode()
-    return struct.pack("!H", len(data)) + data
-
-
-def packet(first, body):
-    length, encoded = len(body), b""
-    while True:
-        digit, length = length % 128, length // 128
-        encoded += bytes([digit | (0x80 if length else 0)])
-        if not length:
-            return bytes([first]) + encoded + body
-
-
-async def read_packet(reader):
-    first = (await reader.readexactly(1))[0]
-    length, shift = 0, 0
-    while True:
-        digit = (await reader.readexactly(1))[0]
-        length += (digit & 0x7F) << shift
-        shift += 7
-        if not digit & 0x80:
-            return first, await reader.readexactly(length)
-
-
-async def connect():
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(
-        os.environ["NATS_HOST"], int(os.environ["NATS_MQTT_PORT"])), 2)
-    body = (text("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 30) + text("drill-feed")
-            + text(os.environ["NATS_USER"]) + text(os.environ["NATS_PASSWORD"]))
-    writer.write(packet(0x10, body))
-    first, answer = await asyncio.wait_for(read_packet(reader), 5)
-    if first >> 4 != 2 or answer[1] != 0:
-        raise ConnectionError(f"CONNACK {first:#x} {answer!r}")
-    stats["connects"] += 1
-    return reader, writer
-
-
-async def feed():
-    epoch = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
-    index, link, packet_id = 0, None, 0
-    while not stop.is_set():
-        device = f"drill-{index % 20:02d}"
-        ts = (epoch + timedelta(milliseconds=index)).isoformat().replace("+00:00", "Z")
-        body = json.dumps({"device_id": device, "ts": ts,
-                           "metrics": {"temperature": 20 + index % 10}}).encode()
-        while True:
-            try:
-                if link is None:
-                    link = await connect()
-                reader, writer = link
-                packet_id = packet_id % 65535 + 1
-                writer.write(packet(0x32, text(f"telemetry/{device}")
-                                    + struct.pack("!H", packet_id) + body))
-                first, answer = await asyncio.wait_for(read_packet(reader), 2)
-                if first >> 4 == 4 and struct.unpack("!H", answer[:2])[0] == packet_id:
-                    break
-                raise ConnectionError(f"expected PUBACK {packet_id}, got {first:#x}")
-            except (OSError, EOFError, asyncio.TimeoutError, asyncio.IncompleteReadError,
-                    ConnectionError) as error:
-                stats["publish_retries"] += 1
-                stats["last_error"] = repr(error)[:200]
-                if link is not None:
-                    link[1].close()
-                link = None
-                await asyncio.sleep(0.2)
-        index += 1
-        stats["published"] = index
-        await asyncio.sleep(0.02)
-    if link is not None:
-        link[1].write(packet(0xE0, b""))
-        link[1].close()
-
-
-class Stats(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.answer()
-
-    def do_POST(self):
-        stop.set()
-        done.wait(120)
-        self.answer()
-
-    def answer(self):
-        body = json.dumps(stats).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-def run():
-    asyncio.run(feed())
-    done.set()
-
-
-threading.Thread(target=run, daemon=True).start()
-ThreadingHTTPServer(("0.0.0.0", 8081), Stats).serve_forever()
-"""
+# The feed: readings published to NATS through its Service as EMQX's bridge would, from a
+# pod (iot_tools.cluster.clients); no requests to ui-iot.
 FEED_POD = "drill-feed"
 FEED_PREFIX = "drill-"
 
@@ -561,7 +426,8 @@ class ClusterDrill:
         self.recorder = Recorder(RELEASE)
         self._stop = threading.Event()
         self._watches: list[ApiWatch] = []
-        self.feed_ip = ""
+        self.feed = ClientsPod(self.cluster, self.namespace, RELEASE, FEED_POD, FEED_PREFIX,
+                               mqtt_timeout=2.0)
         self.model = model(self.values_files, self.set_values)
 
     # -- release ----------------------------------------------------------------------------
@@ -584,8 +450,7 @@ class ClusterDrill:
 
     def uninstall(self) -> None:
         self.stop_watching()
-        self.cluster.request("DELETE", f"/api/v1/namespaces/{self.namespace}/pods/{FEED_POD}"
-                             "?gracePeriodSeconds=0")
+        self.feed.delete()
         self.helm("uninstall", RELEASE, "--wait", "--timeout", "300s", timeout=360)
         self.cluster.request("DELETE", f"/api/v1/namespaces/{self.namespace}")
 
@@ -594,10 +459,6 @@ class ClusterDrill:
         if status != 200:
             raise ClusterDrillError(f"GET {path}: {status} {body}")
         return body
-
-    def secret_value(self, name: str, key: str) -> str:
-        data = self.get(f"/api/v1/namespaces/{self.namespace}/secrets/{name}")["data"]
-        return base64.b64decode(data[key]).decode()
 
     # -- watching ---------------------------------------------------------------------------
 
@@ -637,69 +498,15 @@ class ClusterDrill:
     # -- the feed ---------------------------------------------------------------------------
 
     def start_feed(self) -> None:
-        status, answer = self.cluster.request(
-            "POST", f"/api/v1/namespaces/{self.namespace}/pods", {
-                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": FEED_POD},
-                "spec": {"restartPolicy": "Never", "containers": [{
-                    "name": "feed", "image": images.build("services").reference,
-                    "imagePullPolicy": "Never", "command": ["python", "-c", FEED_SCRIPT],
-                    "env": [
-                        {"name": "NATS_HOST", "value": f"{RELEASE}-nats"},
-                        {"name": "NATS_MQTT_PORT", "value": "1883"},
-                        {"name": "NATS_USER", "value": "emqx-bridge"},
-                        {"name": "NATS_PASSWORD", "valueFrom": {"secretKeyRef": {
-                            "name": f"{RELEASE}-nats", "key": "emqx-bridge-password"}}}],
-                    "readinessProbe": {"tcpSocket": {"port": 8081}, "periodSeconds": 1}}]}})
-        if status != 201:
-            raise ClusterDrillError(f"creating the feed pod: {status} {answer}")
-        path = f"/api/v1/namespaces/{self.namespace}/pods/{FEED_POD}"
-        self.feed_ip = wait_for("the feed pod Ready", lambda: (
-            pod["status"]["podIP"] if is_ready(pod := self.get(path)) else None), timeout=120)
-        wait_for("the feed published", lambda: self.feed_stats()["published"] > 0, timeout=60,
-                 interval=0.5)
-
-    def feed_stats(self, method: str = "GET") -> dict:
-        request = urllib.request.Request(f"http://{self.feed_ip}:8081/", method=method)
-        with urllib.request.urlopen(request, timeout=150) as answer:
-            return json.loads(answer.read())
+        self.feed.start()
 
     def stop_feed(self) -> dict:
-        final = self.feed_stats("POST")
+        final = self.feed.stop()
         self.figures["feed"] = final
         return final
 
-    def stored(self) -> tuple[int, int]:
-        """(rows, distinct readings) of the feed's devices in `telemetry`."""
-        import asyncpg
-
-        postgres = self.pods_of("postgresql")[0]
-        password = self.secret_value(f"{RELEASE}-postgresql", "password")
-
-        async def count() -> tuple[int, int]:
-            connection = await asyncpg.connect(
-                host=postgres["status"]["podIP"], port=5432, user="iot", database="iot",
-                password=password, timeout=10)
-            try:
-                row = await connection.fetchrow(
-                    "SELECT count(*), count(DISTINCT (device_id, ts)) FROM telemetry "
-                    "WHERE device_id LIKE $1", FEED_PREFIX + "%")
-                return int(row[0]), int(row[1])
-            finally:
-                await connection.close()
-
-        return asyncio.run(count())
-
     def wait_stored(self, published: int, timeout: float = 150) -> tuple[int, int]:
-        """Until every published reading is stored (a hung consumer's unacked messages come
-        back after JetStream's 30 s ack wait), or the timeout: the last count."""
-        deadline = _now() + timeout
-        rows = (0, 0)
-        while _now() < deadline:
-            with contextlib.suppress(OSError, asyncio.TimeoutError):
-                rows = self.stored()
-                if rows[1] >= published:
-                    break
-            time.sleep(1)
+        rows = self.feed.wait_stored(published, timeout)
         self.figures["stored"] = {"rows": rows[0], "distinct": rows[1]}
         return rows
 
@@ -715,7 +522,8 @@ class ClusterDrill:
 
     def dependency_outage(self, fault: str) -> FaultResult:
         component, statefulset, signum, process = DEPENDENCIES[fault]
-        wait_for("every pod Ready before the fault", self.all_ready, timeout=180)
+        wait_for("every pod Ready before the fault", self.all_ready, timeout=180,
+                 interval=POLL)
         pods_before = self.service_pods()
         (victim,) = self.pods_of(component)
         name = victim["metadata"]["name"]
@@ -728,7 +536,7 @@ class ClusterDrill:
         gone = wait_for(f"{name} deleted", lambda: (
             changes[0].t if (changes := self.recorder.between(injected, _now(), pod=name,
                                                                kind="deleted")) else None),
-            timeout=self.hold + 90)
+            timeout=self.hold + 90, interval=POLL)
         restarted = [c for c in self.recorder.between(injected, gone, pod=name,
                                                       kind="restarted")]
         time.sleep(max(0.0, injected + self.hold - _now()))
@@ -737,11 +545,11 @@ class ClusterDrill:
         back = wait_for(f"{component} Ready again", lambda: (
             changes[0].t if (changes := [c for c in self.recorder.between(
                 recovered, _now(), kind="ready") if c.component == component]) else None),
-            timeout=300)
+            timeout=300, interval=POLL)
         bound = max(self.model.limits.ready_again(s) for s in self.model.services)
-        with contextlib.suppress(ClusterDrillError):
+        with contextlib.suppress(WaitTimeoutError):
             wait_for("every pod Ready after the recovery", self.all_ready,
-                     timeout=bound + RESTART_TOLERANCE + 30)
+                     timeout=bound + RESTART_TOLERANCE + 30, interval=POLL)
         time.sleep(self.settle)
         end = _now()
         result = self._measure(fault, (injected, injected_wall), reference_at=back, end=end,
@@ -760,7 +568,8 @@ class ClusterDrill:
 
     def hung_service(self) -> FaultResult:
         component = COMPONENTS[HANG_TARGET]
-        wait_for("every pod Ready before the fault", self.all_ready, timeout=180)
+        wait_for("every pod Ready before the fault", self.all_ready, timeout=180,
+                 interval=POLL)
         pods_before = self.service_pods()
         victim = self.pods_of(component)[0]
         name = victim["metadata"]["name"]
@@ -772,11 +581,11 @@ class ClusterDrill:
         restarted = wait_for(f"{name} restarted", lambda: (
             changes[0].t if (changes := self.recorder.between(
                 injected, _now(), pod=name, kind="restarted")) else None),
-            timeout=(upper or 0) + limits.termination(HANG_TARGET) + 60)
-        with contextlib.suppress(ClusterDrillError):
+            timeout=(upper or 0) + limits.termination(HANG_TARGET) + 60, interval=POLL)
+        with contextlib.suppress(WaitTimeoutError):
             wait_for(f"{name} Ready again", lambda: any(
                 c.kind == "ready" for c in self.recorder.between(restarted, _now(), pod=name)),
-                timeout=limits.started_and_ready(HANG_TARGET) + 30)
+                timeout=limits.started_and_ready(HANG_TARGET) + 30, interval=POLL)
         time.sleep(self.settle)
         end = _now()
         result = self._measure("hung-service", (injected, injected_wall),

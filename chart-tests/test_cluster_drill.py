@@ -5,10 +5,12 @@ seconds apart), every pod's Ready condition, restart count and the kubelet's Kil
 watched through the API, and compared with the drill's own model for the same render
 (iot_tools.drill.limits.Limits: no bound re-derived here).
 
-Tolerances, added to the model's bounds: STATUS_TOLERANCE (1 s) on readiness changes — the
+Tolerances, added to the model's bounds: STATUS_TOLERANCE (2 s) on readiness changes — the
 watch sees the kubelet's status write within milliseconds, the kubelet writes a readiness
-change at once, 2 busy cores may delay either; RESTART_TOLERANCE (3 s) on a new container —
-the kubelet notices an exit by relisting every 1 s (PLEG) and then creates the container.
+change at once, 2 busy cores may delay either; RESTART_TOLERANCE
+(5 s) on a new container — the kubelet notices an exit by relisting every 1 s (PLEG), then
+creates the container. Generous, so a busy CI machine does not flake;
+the measured figures are in the report.
 Times are the watch's receive times, not lastTransitionTime (1 s resolution; kept in the
 report as *_api). A service with several replicas counts by its slowest pod.
 

@@ -95,8 +95,8 @@ SETTLE_SECONDS = 5.0
 #   writes a readiness change at once (status manager), but on 2 busy cores either can lag;
 # - the kubelet notices a container's exit by relisting every 1 s (PLEG) before restarting
 #   it, and creating the new container takes a moment more.
-STATUS_TOLERANCE = 1.0
-RESTART_TOLERANCE = 3.0
+STATUS_TOLERANCE = 2.0
+RESTART_TOLERANCE = 5.0
 # lastTransitionTime has 1 s resolution (RFC 3339 seconds).
 API_TIME_RESOLUTION = 1.0
 

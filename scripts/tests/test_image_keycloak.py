@@ -21,7 +21,7 @@ import pytest
 from iot_tools import helm
 from iot_tools.images import Image, build
 from iot_tools.images.archive import read_docker_archive
-from iot_tools.images.containerd import Container, PrivateContainerd
+from iot_tools.images.containerd import Container, PrivateContainerd, process_ids
 from iot_tools.images.keycloak import UID, reference
 from iot_tools.servers import PostgresServer, free_port, temp_workdir
 
@@ -86,15 +86,6 @@ def http_status(url: str, timeout: float = 5) -> int:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
-
-
-def process_ids(pid: int) -> tuple[int, int]:
-    """Real uid and gid of a host process, from /proc."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        fields[name] = value.split()
-    return int(fields["Uid"][0]), int(fields["Gid"][0])
 
 
 @pytest.fixture(scope="module")

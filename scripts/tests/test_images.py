@@ -23,7 +23,7 @@ from iot_tools import helm
 from iot_tools.chart_nats import local_config, logins, nats_pod_env
 from iot_tools.images import Image, build
 from iot_tools.images.archive import read_docker_archive
-from iot_tools.images.containerd import PrivateContainerd
+from iot_tools.images.containerd import PrivateContainerd, process_ids
 from iot_tools.images.services import reference as services_reference
 from iot_tools.servers import PostgresServer, free_port, temp_workdir
 
@@ -70,15 +70,6 @@ def wait_http(url: str, timeout: float) -> int:
         except OSError:
             time.sleep(0.3)
     raise AssertionError(f"nothing answered on {url} within {timeout} s")
-
-
-def process_ids(pid: int) -> tuple[int, int]:
-    """Real uid and gid of a host process, from /proc."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        fields[name] = value.split()
-    return int(fields["Uid"][0]), int(fields["Gid"][0])
 
 
 def owned_dir(path: Path, uid: int) -> Path:

@@ -14,6 +14,7 @@ import shlex
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from iot_tools.cluster.layout import BRIDGE, GATEWAY, POD_CIDR, SERVICE_CIDR
@@ -200,16 +201,22 @@ def pod_cgroup_pids() -> set[int]:
     return pids
 
 
-def kill_pods(timeout: float = 20) -> None:
-    """SIGKILL every process in the kubelet's pod cgroups (containers and their pause)."""
+def _kill_until_gone(find: Callable[[], Collection[int]], what: str, timeout: float) -> None:
+    """SIGKILL whatever `find` names until it names nothing (new ones may appear while a
+    runtime is dying), or raise naming `what` is still alive."""
     deadline = time.monotonic() + timeout
-    while (pids := pod_cgroup_pids()) and time.monotonic() < deadline:
+    while (pids := find()) and time.monotonic() < deadline:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
     if pids:
-        raise HostError(f"pod processes still alive after SIGKILL: {sorted(pids)}")
+        raise HostError(f"{what} still alive after SIGKILL: {sorted(pids)}")
+
+
+def kill_pods(timeout: float = 20) -> None:
+    """SIGKILL every process in the kubelet's pod cgroups (containers and their pause)."""
+    _kill_until_gone(pod_cgroup_pids, "pod processes", timeout)
 
 
 # What the cluster runs: only such processes are ever killed by what their command line
@@ -238,14 +245,7 @@ def processes_mentioning(text: str) -> list[int]:
 
 
 def kill_mentioning(text: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while (pids := processes_mentioning(text)) and time.monotonic() < deadline:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
-    if pids:
-        raise HostError(f"processes naming {text} still alive: {pids}")
+    _kill_until_gone(lambda: processes_mentioning(text), f"processes naming {text}", timeout)
 
 
 def mounts_under(directory: Path) -> list[str]:

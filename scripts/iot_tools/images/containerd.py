@@ -191,3 +191,12 @@ class PrivateContainerd:
     def mounts(self) -> list[str]:
         """Mount points under the folder (none after stop)."""
         return self._mounts()
+
+
+def process_ids(pid: int) -> tuple[int, int]:
+    """Real uid and gid of a host process, from /proc."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        fields[name] = value.split()
+    return int(fields["Uid"][0]), int(fields["Gid"][0])

@@ -36,7 +36,18 @@ fi
 echo "bootstrap-cluster-packages: installing ${missing[*]} (once)"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# mmdebstrap with its recommends (gpg, arch-test, libdpkg-perl, mount, …), as it was tested
+# here; the rest without.
+lean=()
+for package in "${missing[@]}"; do
+  [[ "$package" == mmdebstrap ]] || lean+=("$package")
+done
+if [[ ${#lean[@]} -gt 0 ]]; then
+  apt-get install -y -qq --no-install-recommends "${lean[@]}" >/dev/null
+fi
+if [[ " ${missing[*]} " == *" mmdebstrap "* ]]; then
+  apt-get install -y -qq mmdebstrap >/dev/null
+fi
 for package in "${missing[@]}"; do
   if [[ ! -e "${provides[$package]}" ]]; then
     echo "bootstrap-cluster-packages: $package installed but ${provides[$package]} is missing" >&2

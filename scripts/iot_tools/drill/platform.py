@@ -125,7 +125,11 @@ class LocalPlatform:
         rendered = self.rendered.nats_server
         if rendered is None:
             return NatsServer(workdir, streams=False)
-        password = secrets.token_urlsafe(18)
+        # nats-server parses an environment variable's value as a config value: a password
+        # of digits then '-' ("4-eX…", as token_urlsafe sometimes gives) reads as a broken
+        # ISO 8601 date and the server refuses to start (seen in a test run). A letter first,
+        # then hex, is always a plain string.
+        password = "d" + secrets.token_hex(16)
         server = NatsServer(workdir, streams=False, user=DRILL_NATS_USER, password=password)
         server.config_text = local_nats_config(rendered, server.port, server.monitor_port,
                                                free_port(), workdir)

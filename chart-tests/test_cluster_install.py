@@ -58,9 +58,7 @@ class Release:
                              "--kubeconfig", str(self.cluster.kubeconfig), timeout=timeout)
 
     def get(self, path: str) -> dict:
-        status, body = self.cluster.request("GET", path)
-        assert status == 200, (path, status, body)
-        return body
+        return self.cluster.get(path)
 
     def pods(self) -> list[dict]:
         return self.get(f"/api/v1/namespaces/{self.namespace}/pods")["items"]

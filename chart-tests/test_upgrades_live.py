@@ -96,18 +96,12 @@ def _history(apiserver: ApiServer, major: int, namespace: str) -> list[tuple[int
     return [(entry["revision"], entry["status"]) for entry in json.loads(result.stdout)]
 
 
-def _get(apiserver: ApiServer, path: str) -> dict:
-    status, body = apiserver.request("GET", path)
-    assert status == 200, (path, status, body)
-    return body
-
-
 def _secret_data(apiserver: ApiServer, namespace: str, name: str) -> dict[str, str]:
-    return _get(apiserver, f"/api/v1/namespaces/{namespace}/secrets/{name}")["data"]
+    return apiserver.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")["data"]
 
 
 def _workload(apiserver: ApiServer, namespace: str, kind: str, name: str) -> dict:
-    return _get(apiserver, f"/apis/apps/v1/namespaces/{namespace}/{kind}/{name}")
+    return apiserver.get(f"/apis/apps/v1/namespaces/{namespace}/{kind}/{name}")
 
 
 def _delete_statefulset_orphaning_its_pods(apiserver: ApiServer, namespace: str, name: str) -> None:
@@ -194,7 +188,7 @@ def test_the_documented_password_rotation_upgrades_and_rolls_the_pods(apiserver,
     before = _workload(apiserver, namespace, "deployments", "iot-ingest")
     # step 2 (after ALTER ROLE in the database): the Secret gets the new password
     path = f"/api/v1/namespaces/{namespace}/secrets/iot-postgresql"
-    secret = _get(apiserver, path)
+    secret = apiserver.get(path)
     secret["data"]["password"] = base64.b64encode(b"rotated-password-1").decode()
     status, body = apiserver.request("PUT", path, secret)
     assert status == 200, body
@@ -287,7 +281,7 @@ def test_server_side_dry_run_rejects_an_invalid_object(apiserver, dry_run_namesp
 
 def test_the_api_server_reports_its_pinned_version(apiserver):
     """Helm checks the chart's kubeVersion against it: a source build would say v0.0.0."""
-    version = _get(apiserver, "/version")
+    version = apiserver.get("/version")
     assert version["gitVersion"] == helm.pinned_versions()["KUBERNETES_VERSION"]
 
 

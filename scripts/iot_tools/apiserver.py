@@ -168,6 +168,14 @@ class ApiAccess:
         except json.JSONDecodeError:
             return status, {"raw": raw.decode(errors="replace")}
 
+    def get(self, path: str, timeout: float = 30) -> dict:
+        """A GET that must answer 200: the decoded body; ApiServerError naming the path and
+        the answer otherwise."""
+        status, body = self.request("GET", path, timeout=timeout)
+        if status != 200:
+            raise ApiServerError(f"GET {path}: {status} {body}")
+        return body
+
     def get_text(self, path: str, timeout: float = 30) -> tuple[int, str]:
         """A GET whose answer is text, not JSON (a pod's log): (HTTP status, text)."""
         request = urllib.request.Request(

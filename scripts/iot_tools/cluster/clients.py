@@ -29,6 +29,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from iot_tools import helm, images
+from iot_tools.apiserver import ApiServerError
 from iot_tools.cluster.pods import is_ready, wait_for
 from iot_tools.cluster.runtime import Cluster
 
@@ -173,12 +174,6 @@ class ClientsPod:
     def path(self) -> str:
         return f"/api/v1/namespaces/{self.namespace}/pods/{self.name}"
 
-    def _get(self, path: str) -> dict:
-        status, body = self.cluster.request("GET", path)
-        if status != 200:
-            raise ClientsError(f"GET {path}: {status} {body}")
-        return body
-
     def manifest(self) -> dict:
         env = [
             {"name": "DEVICE_PREFIX", "value": self.device_prefix},
@@ -207,7 +202,7 @@ class ClientsPod:
         if status != 201:
             raise ClientsError(f"creating pod {self.name}: {status} {answer}")
         self.ip = wait_for(f"pod {self.name} Ready", lambda: (
-            pod["status"]["podIP"] if is_ready(pod := self._get(self.path)) else None),
+            pod["status"]["podIP"] if is_ready(pod := self.cluster.get(self.path)) else None),
             timeout=timeout)
         wait_for(f"pod {self.name} published" + (" and served" if self.ui else ""), lambda: (
             (now := self.stats())["published"] > 0
@@ -236,13 +231,13 @@ class ClientsPod:
 
         selector = (f"app.kubernetes.io/instance={self.release},"
                     "app.kubernetes.io/component=postgresql")
-        pods = [pod for pod in self._get(f"/api/v1/namespaces/{self.namespace}/pods"
-                                         f"?labelSelector={selector}")["items"]
+        pods = [pod for pod in self.cluster.get(f"/api/v1/namespaces/{self.namespace}/pods"
+                                                f"?labelSelector={selector}")["items"]
                 if pod.get("status", {}).get("podIP")]
         if not pods:
             raise ClientsError(f"no PostgreSQL pod with an IP in {self.namespace}")
-        secret = self._get(f"/api/v1/namespaces/{self.namespace}/secrets/"
-                           f"{self.release}-postgresql")
+        secret = self.cluster.get(f"/api/v1/namespaces/{self.namespace}/secrets/"
+                                  f"{self.release}-postgresql")
         password = base64.b64decode(secret["data"]["password"]).decode()
 
         async def count() -> tuple[int, int]:
@@ -266,7 +261,7 @@ class ClientsPod:
         deadline = time.monotonic() + timeout
         rows = (0, 0)
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError, asyncio.TimeoutError, ClientsError):
+            with contextlib.suppress(OSError, asyncio.TimeoutError, ClientsError, ApiServerError):
                 rows = self.stored()
                 if rows[1] >= published:
                     break

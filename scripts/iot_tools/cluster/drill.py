@@ -455,10 +455,7 @@ class ClusterDrill:
         self.cluster.request("DELETE", f"/api/v1/namespaces/{self.namespace}")
 
     def get(self, path: str) -> dict:
-        status, body = self.cluster.request("GET", path)
-        if status != 200:
-            raise ClusterDrillError(f"GET {path}: {status} {body}")
-        return body
+        return self.cluster.get(path)
 
     # -- watching ---------------------------------------------------------------------------
 

@@ -26,22 +26,39 @@ CHANNEL = "telemetry_inserted"
 # $1/$2: notified ts range, or NULL (GREATEST/LEAST ignore NULLs); $3/$4: inserted_at range
 # ($4 NULL: open); $5/$6: max age / max future in seconds. The clamps use the database's
 # clock, the same clock as inserted_at.
-EVALUATE = """
-INSERT INTO alerts (rule_id, device_id, window_start, observed)
-SELECT r.id,
-       t.device_id,
-       to_timestamp(floor(extract(epoch FROM t.ts) / r.window_seconds) * r.window_seconds),
-       CASE r.operator WHEN '>' THEN max((t.metrics ->> r.metric)::float8)
-                       ELSE min((t.metrics ->> r.metric)::float8) END
-FROM alert_rules r
-JOIN telemetry t ON r.device_id IS NULL OR t.device_id = r.device_id
-WHERE r.enabled
-  AND t.inserted_at >= greatest($3::timestamptz, now() - make_interval(secs => $5))
+_READINGS_SELECTED = """
+  t.inserted_at >= greatest($3::timestamptz, now() - make_interval(secs => $5))
   AND t.inserted_at < coalesce($4::timestamptz, 'infinity')
   AND t.ts >= greatest($1::timestamptz, now() - make_interval(secs => $5))
   AND t.ts <= least($2::timestamptz, now() + make_interval(secs => $6))
   AND CASE r.operator WHEN '>' THEN (t.metrics ->> r.metric)::float8 > r.threshold
-                      ELSE (t.metrics ->> r.metric)::float8 < r.threshold END
+                      ELSE (t.metrics ->> r.metric)::float8 < r.threshold END"""
+_ALERT_ROW = """
+SELECT r.id,
+       t.device_id,
+       to_timestamp(floor(extract(epoch FROM t.ts) / r.window_seconds) * r.window_seconds),
+       CASE r.operator WHEN '>' THEN max((t.metrics ->> r.metric)::float8)
+                       ELSE min((t.metrics ->> r.metric)::float8) END"""
+# Two halves, so that each reads only what its rules need. A rule naming a device reads that
+# device's rows through the primary key (device_id, ts): an index range per rule, whatever
+# the table's size. Fleet-wide rules read every row selected, and only when one exists: the
+# uncorrelated EXISTS is a one-time filter, so without such a rule the half reads nothing
+# (one `device_id IS NULL OR …` join condition used to let the planner walk the whole
+# primary key on every notification, rules or none). A rule is in exactly one half, and each
+# half groups by (rule, device, window): no alert is proposed twice.
+EVALUATE = f"""
+INSERT INTO alerts (rule_id, device_id, window_start, observed)
+{_ALERT_ROW}
+FROM alert_rules r
+JOIN telemetry t ON t.device_id = r.device_id
+WHERE r.enabled AND r.device_id IS NOT NULL AND {_READINGS_SELECTED}
+GROUP BY r.id, t.device_id, 3
+UNION ALL
+{_ALERT_ROW}
+FROM alert_rules r
+CROSS JOIN telemetry t
+WHERE EXISTS (SELECT 1 FROM alert_rules WHERE enabled AND device_id IS NULL)
+  AND r.enabled AND r.device_id IS NULL AND {_READINGS_SELECTED}
 GROUP BY r.id, t.device_id, 3
 ON CONFLICT (rule_id, device_id, window_start) DO NOTHING
 """

@@ -25,10 +25,14 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import orjson
+
 # device_id becomes part of a NATS subject (routes.<device_id>): no dots, spaces or wildcards.
 DEVICE_ID = re.compile(r"[A-Za-z0-9_\-:]{1,128}")
 # jsonb refuses \u0000, and UTF-8 cannot carry a lone surrogate.
 FORBIDDEN_IN_TEXT = re.compile("[\x00\ud800-\udfff]")
+# orjson reads integers within [-2**63, 2**64) as int, larger ones as float.
+INT64_AS_FLOAT = float(2**63)
 METRIC_NAME_MAX = 128
 METRICS_MAX = 256
 TS_TEXT_MAX = 40
@@ -70,7 +74,7 @@ def parse_reading(payload: bytes, limits: ReadingLimits, window: TimeWindow) -> 
     if len(payload) > limits.max_payload_bytes:
         return Rejection("payload_too_large")
     try:
-        document = json.loads(payload)
+        document = _loads(payload)
     except RecursionError:
         return Rejection("too_deep")
     except (ValueError, UnicodeDecodeError):
@@ -99,7 +103,39 @@ def parse_reading(payload: bytes, limits: ReadingLimits, window: TimeWindow) -> 
     reason = _metrics_problem(metrics)
     if reason is not None:
         return Rejection(reason)
-    return Reading(device_id, ts, json.dumps(metrics, separators=(",", ":")))
+    return Reading(device_id, ts, _canonical(metrics))
+
+
+def _loads(payload: bytes) -> object:
+    """json.loads(payload), exactly: the same document, the same errors, several times faster
+    for the common reading.
+
+    orjson parses first. It accepts less than json (no NaN or Infinity, no BOM, UTF-8 only,
+    no lone surrogate, at most 1024 levels deep): whatever it refuses goes to json, which
+    then accepts it or raises what it always raised. Where both accept, they agree, except
+    that orjson reads an integer outside 64 bits as a float: a document with a float that
+    large among its metrics (the only values kept) is parsed again by json."""
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return json.loads(payload)
+    if type(document) is dict:
+        metrics = document.get("metrics")
+        if type(metrics) is dict and any(
+                type(value) is float and not -INT64_AS_FLOAT < value < INT64_AS_FLOAT
+                for value in metrics.values()):
+            return json.loads(payload)
+    return document
+
+
+def _canonical(metrics: dict) -> str:
+    """Compact JSON of validated metrics. orjson writes it several times faster than json;
+    what orjson refuses (an integer beyond 64 bits) is written by json, digit for digit.
+    The two may spell a float differently (1e-07, 1e-7), never its value."""
+    try:
+        return orjson.dumps(metrics).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(metrics, separators=(",", ":"))
 
 
 def _parse_rfc3339(value: object) -> datetime | None:

@@ -2,10 +2,20 @@
 
 import json
 from datetime import UTC, datetime, timedelta
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from services.ingest_iot.telemetry import Reading, ReadingLimits, Rejection, parse_reading
+from services.ingest_iot import telemetry
+from services.ingest_iot.telemetry import (
+    Reading,
+    ReadingLimits,
+    Rejection,
+    _canonical,
+    parse_reading,
+)
 
 LIMIT = 65_536
 LIMITS = ReadingLimits(LIMIT, max_age=timedelta(days=30), max_future=timedelta(minutes=5))
@@ -93,3 +103,59 @@ def test_invalid_message_is_rejected_with_its_reason(payload, reason):
 def test_payload_over_the_limit_is_rejected_before_parsing():
     oversized = json.dumps(valid(padding="x" * LIMIT)).encode()
     assert parse_reading(oversized, LIMITS, WINDOW) == Rejection("payload_too_large")
+
+
+# The fast paths (orjson first, json for what it refuses or may read differently) must change
+# nothing: every payload gets the outcome it gets with json.loads, and the values written are
+# those json.dumps writes.
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+ENCODINGS = st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be",
+                             "utf-32", "utf-32-le", "utf-32-be"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=64),
+    st.builds(lambda value, encoding: json.dumps(value).encode(encoding, "surrogatepass"),
+              JSON_VALUES, ENCODINGS),
+    st.builds(lambda value: json.dumps(value, ensure_ascii=False).encode("utf-8",
+                                                                         "surrogatepass"),
+              JSON_VALUES),
+    # Reading-shaped, with integers of any size among the metrics (orjson reads those
+    # beyond 64 bits as floats).
+    st.builds(lambda metrics: json.dumps({"device_id": "d", "ts": "2026-03-01T12:00:00Z",
+                                          "metrics": metrics}).encode(),
+              st.dictionaries(st.text(max_size=4), st.integers() | st.floats()
+                              | st.integers(min_value=2**62, max_value=2**70), max_size=4)),
+))
+def test_fast_parse_decides_every_payload_as_json_loads_does(payload):
+    with mock.patch.object(telemetry, "_loads", json.loads):
+        expected = parse(payload)
+    assert parse(payload) == expected
+
+
+def test_deep_nesting_is_still_too_deep_past_orjson():
+    assert parse(b'{"metrics":' + b"[" * 20_000 + b"]" * 20_000 + b"}") == Rejection(
+        "too_deep")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(
+    st.text(min_size=1, max_size=16),
+    st.integers() | st.floats(allow_nan=False, allow_infinity=False),
+    min_size=1, max_size=8))
+def test_canonical_metrics_hold_the_values_json_dumps_writes(metrics):
+    written = _canonical(metrics)
+    assert json.loads(written) == json.loads(json.dumps(metrics, separators=(",", ":")))
+
+
+def test_an_integer_beyond_64_bits_is_written_digit_for_digit():
+    reading = parse(valid(metrics={"huge": 10**30}))
+    assert isinstance(reading, Reading)
+    assert reading.metrics_json == '{"huge":1000000000000000000000000000000}'

@@ -157,6 +157,9 @@ class HealthState:
         self._hang = asyncio.Event()
         self._dependencies_healthy_since = clock()
         self._tick = tick
+        # The monitor beats every tick; a loop that has not beaten for this long is stuck
+        # (under full load it beats within tens of milliseconds).
+        self.loop_turn_limit = max(1.0, 3 * tick)
         self._clock = clock
         self._born = clock()
         self._last_beat = self._born
@@ -303,7 +306,16 @@ class HealthState:
     # -- what the probes read ------------------------------------------------------------
 
     def readiness(self) -> ProbeAnswer:
-        return self._ready_answer
+        """The last evaluation's answer, unless the event loop has not turned for
+        `loop_turn_limit`: the probe server answers /ready from a thread of its own, so that
+        a probe never waits behind work, and a stuck loop must not leave a 200 standing.
+        Safe to call from any thread: it only reads references the loop replaces whole."""
+        stalled_for = self._clock() - self._last_beat
+        if stalled_for <= self.loop_turn_limit:
+            return self._ready_answer
+        results = {**self._results, "event_loop": CheckResult.failing(
+            f"has not turned for {stalled_for:.1f}s")}
+        return _render_readiness(self.service, results)
 
     def _liveness_checks(self) -> dict[str, bool]:
         """Liveness's three checks, as liveness() below decides them."""

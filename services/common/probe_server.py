@@ -1,6 +1,29 @@
-"""The aiohttp server that answers /health, /ready and /metrics from a HealthState."""
+"""The aiohttp server that answers /health, /ready and /metrics from a HealthState.
+
+It runs on a thread and an event loop of its own, so that a probe never waits behind the
+service's work: at full ingest load the service's loop runs callbacks for milliseconds at a
+time, and a request needs several of its turns. Each endpoint is answered where its answer
+is true:
+
+- /ready on the probe thread, from the answer the service's loop last rendered (a reference
+  read, no I/O); HealthState.readiness() fails it itself once that loop has not turned for
+  `loop_turn_limit`, so a stuck loop cannot leave a stale 200 standing.
+- /health on the service's loop: the answer is its proof that the loop turns. A hung loop
+  leaves the request unanswered, exactly as when the whole server ran on it (the kubelet's
+  timeout fails the probe); past the stall threshold the thread answers 503 itself, so that
+  no request waits forever (memory stays bounded).
+- /metrics on the service's loop, where its counters are written.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import sys
+import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -9,6 +32,17 @@ from services.common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 JSON = "application/json"
 TEXT = "text/plain"
+# Stopping: how long the thread may take to close its listener and end.
+STOP_TIMEOUT_SECONDS = 5.0
+# The interpreter's switch interval while the probe thread runs (sys.setswitchinterval; 5 ms
+# by default). A request takes the probe thread several steps, each waiting for the GIL
+# until the busy service thread is made to let go after this long. Only a thread waiting for
+# the GIL makes it matter, so the service pays nothing between probes. Measured under full
+# ingest load, /ready p50: 6.6 ms at the default, 2.5 ms at 0.5 ms, 2.2 ms at 0.1 ms (with
+# no better p99).
+SWITCH_INTERVAL_SECONDS = 0.0005
+
+T = TypeVar("T")
 
 
 def probe_response(answer: ProbeAnswer, verbose: bool) -> tuple[int, str, bytes]:
@@ -18,39 +52,111 @@ def probe_response(answer: ProbeAnswer, verbose: bool) -> tuple[int, str, bytes]
     return answer.status, JSON, answer.body
 
 
+class LoopNotAnsweringError(Exception):
+    pass
+
+
 class AiohttpProbeServer:
     """Serves only the probes; started before any dependency connects, stopped last."""
 
-    def __init__(self, health: HealthState, port: int, host: str = "0.0.0.0") -> None:
+    def __init__(self, health: HealthState, port: int, host: str = "0.0.0.0",
+                 stall_threshold: float = 10.0) -> None:
         self._health = health
         self._port = port
         self._host = host
-        self._runner: web.AppRunner | None = None
+        self._stall_threshold = stall_threshold
+        self._service_loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     async def start(self) -> None:
+        """Listening when this returns; OSError if the port cannot be had."""
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_SECONDS))
+        self._service_loop = asyncio.get_running_loop()
+        listening: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._serve, args=(listening,),
+                                        name="probe-server", daemon=True)
+        self._thread.start()
+        await asyncio.wrap_future(listening)
+
+    async def stop(self) -> None:
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # already stopped
+            loop.call_soon_threadsafe(loop.stop)
+        await asyncio.to_thread(thread.join, STOP_TIMEOUT_SECONDS)
+
+    # -- the probe thread --------------------------------------------------------------
+
+    def _serve(self, listening: concurrent.futures.Future[None]) -> None:
+        loop = asyncio.new_event_loop()
+        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        try:
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
+            loop.run_until_complete(site.start())
+        except BaseException as error:
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+            listening.set_exception(error)
+            return
+        self._loop = loop
+        listening.set_result(None)
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+    def _app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/health", self._liveness)
         app.router.add_get("/ready", self._readiness)
         # Unauthenticated like the probes: it shows check names and counts, never details.
         app.router.add_get("/metrics", self._metrics)
-        # access_log=None: probes arrive every few seconds forever; they must not flood logs.
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port, reuse_address=True).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _liveness(self, request: web.Request) -> web.Response:
-        return _response(self._health.liveness(), "verbose" in request.query)
+        return app
 
     async def _readiness(self, request: web.Request) -> web.Response:
         return _response(self._health.readiness(), "verbose" in request.query)
 
+    async def _liveness(self, request: web.Request) -> web.Response:
+        verbose = "verbose" in request.query
+        try:
+            answer = await self._on_service_loop(self._health.liveness)
+        except LoopNotAnsweringError as error:
+            return web.Response(status=503, text=f"event loop {error}\n", content_type=TEXT)
+        return _response(answer, verbose)
+
     async def _metrics(self, _request: web.Request) -> web.Response:
-        return web.Response(body=self._health.metrics.render(),
-                            headers={"Content-Type": METRICS_CONTENT_TYPE})
+        try:
+            body = await self._on_service_loop(self._health.metrics.render)
+        except LoopNotAnsweringError as error:
+            return web.Response(status=503, text=f"event loop {error}\n", content_type=TEXT)
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    async def _on_service_loop(self, compute: Callable[[], T]) -> T:
+        """compute() run by the service's loop; its result, once that loop gets to it."""
+        assert self._service_loop is not None
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not done.set_running_or_notify_cancel():
+                return
+            try:
+                done.set_result(compute())
+            except BaseException as error:  # the probe thread reports it
+                done.set_exception(error)
+
+        try:
+            self._service_loop.call_soon_threadsafe(run)
+        except RuntimeError as error:  # the service's loop is closed: the process is ending
+            raise LoopNotAnsweringError("closed") from error
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(done), self._stall_threshold)
+        except TimeoutError:
+            raise LoopNotAnsweringError(
+                f"did not answer within {self._stall_threshold:g}s") from None
 
 
 def _response(answer: ProbeAnswer, verbose: bool) -> web.Response:

@@ -76,7 +76,8 @@ async def _lifecycle(name: str, settings: RuntimeSettings, assemble: Assemble) -
                          worker_stall_threshold=settings.worker_stall_threshold,
                          tick=settings.readiness_tick)
     service, own_server = assemble(health)
-    server = own_server or AiohttpProbeServer(health, settings.health_port)
+    server = own_server or AiohttpProbeServer(health, settings.health_port,
+                                              stall_threshold=settings.stall_threshold)
     try:
         await server.start()
     except OSError as error:

@@ -2,9 +2,13 @@
 watchdog, critical tasks, transition logging, and the aiohttp probe server."""
 
 import asyncio
+import concurrent.futures
 import json
 import logging
+import socket
+import time
 
+import pytest
 from iot_tools.servers import free_port
 from iot_tools.services import http_get
 
@@ -162,6 +166,86 @@ def test_probe_server_serves_both_probes_and_the_verbose_form():
     assert verbose.status == 503
     assert "[-]database failed: unreachable" in verbose.body
     assert verbose.body.rstrip().endswith("readyz check failed")
+
+
+def block(seconds: float) -> None:
+    """What a CPU-bound bug or a blocking call does to the loop that runs it."""
+    time.sleep(seconds)
+
+
+def probe_while_the_loop_is_blocked(
+    block_seconds: float, path: str, after: float, stall_threshold: float = 10.0
+):
+    """Start the probe server, block the service's loop (as a CPU-bound bug would), and GET
+    `path` from another thread `after` seconds into the block: its answer and latency."""
+    port = free_port()
+    executor = concurrent.futures.ThreadPoolExecutor(1)
+
+    async def scenario():
+        health = HealthState("svc", tick=0.2)
+        health.add_check("database", lambda: CheckResult.passing("reachable"))
+        health.mark_started()
+        server = AiohttpProbeServer(health, port, host="127.0.0.1",
+                                    stall_threshold=stall_threshold)
+        await server.start()
+        monitor = asyncio.create_task(health.run_monitor())
+        try:
+            await asyncio.sleep(0.5)  # a few monitor beats
+            def get():
+                time.sleep(after)
+                return http_get(port, path, timeout=10)
+            answer = executor.submit(get)
+            block(block_seconds)
+            return await asyncio.wrap_future(answer)
+        finally:
+            monitor.cancel()
+            await server.stop()
+
+    try:
+        return asyncio.run(scenario())
+    finally:
+        executor.shutdown()
+
+
+def test_ready_is_answered_at_once_while_the_service_loop_is_busy():
+    # Busy for 0.6 s, under the loop-turn limit (1 s): still ready, and not kept waiting.
+    answer = probe_while_the_loop_is_blocked(0.6, "/ready", after=0.1)
+    assert answer.status == 200
+    assert answer.seconds < 0.3
+
+
+def test_ready_turns_503_once_the_service_loop_has_not_turned_for_a_second():
+    answer = probe_while_the_loop_is_blocked(2.5, "/ready?verbose", after=1.5)
+    assert answer.status == 503
+    assert "[-]event_loop failed: has not turned for" in answer.body
+    assert answer.seconds < 0.5
+
+
+def test_health_is_answered_by_the_service_loop_so_a_blocked_loop_holds_it():
+    answer = probe_while_the_loop_is_blocked(1.5, "/health", after=0.2)
+    assert answer.status == 200
+    assert answer.seconds > 1.0  # it waited for the loop: the answer proves the loop turns
+
+
+def test_health_fails_past_the_stall_threshold_without_waiting_for_the_loop():
+    answer = probe_while_the_loop_is_blocked(3.0, "/health", after=0.2, stall_threshold=1.0)
+    assert answer.status == 503
+    assert "did not answer within 1s" in answer.body
+    assert 0.9 < answer.seconds < 2.0
+
+
+def test_probe_server_start_fails_when_the_port_is_taken():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        async def scenario():
+            server = AiohttpProbeServer(HealthState("svc"), port, host="127.0.0.1")
+            await server.start()
+
+        with pytest.raises(OSError):
+            asyncio.run(scenario())
 
 
 def test_cancel_and_wait_ends_a_task_that_swallowed_its_first_cancellation():

@@ -17,11 +17,12 @@ import uvloop
 from iot_tools.feed import publish_readings
 
 from services.common.health import HealthState
-from services.common.messaging import TELEMETRY, ByteBudget, NatsLink, settle
+from services.common.messaging import TELEMETRY, ByteBudget, NatsLink
 from services.common.messaging.lean import (
     MISSED_HEARTBEATS,
     LeanPullConsumer,
     Pulled,
+    _pub_block,
     parse_ack_subject,
 )
 
@@ -70,7 +71,7 @@ async def consume(url: str, scenario: Callable[[Run], Awaitable[None]], *,
             if run.hold:
                 run.held += messages
                 continue
-            await settle(messages, lambda message: message.ack())
+            await consumer.acknowledge(messages)  # one block of acks, as ingest_iot
             run.budget.give_back(sum(len(message.data) for message in messages))
 
     consuming = asyncio.create_task(loop())
@@ -119,6 +120,16 @@ def test_ack_subject_metadata_is_read_in_both_layouts():
         assert (metadata.num_delivered, metadata.num_pending) == (2, 9)
         assert abs(metadata.timestamp - stored) < timedelta(microseconds=2)
     assert v2.domain == "hub"
+
+
+def test_a_batch_of_acks_is_one_block_of_pub_lines():
+    assert _pub_block(["$JS.ACK.S.c.1.5.5.1.0", "$JS.ACK.S.c.1.6.6.2.0"], b"+ACK") == (
+        b"PUB $JS.ACK.S.c.1.5.5.1.0 4\r\n+ACK\r\nPUB $JS.ACK.S.c.1.6.6.2.0 4\r\n+ACK\r\n")
+
+
+@pytest.mark.parametrize("reply", ["a b", "a\r\nPUB x 1", "a\tb", "", "é"])
+def test_a_reply_that_could_break_a_protocol_line_is_never_written_into_a_block(reply):
+    assert _pub_block(["$JS.ACK.S.c.1.5.5.1.0", reply], b"+ACK") is None
 
 
 def test_every_message_is_delivered_once_with_its_stream_metadata_and_acked(nats_server):
@@ -205,7 +216,7 @@ def test_held_messages_at_the_ack_pending_limit_keep_requests_alive_and_memory_b
             assert run.budget.used <= run.budget.limit + run.link.client.max_payload
             await asyncio.sleep(0.05)
         run.hold = False
-        await settle(run.held, lambda message: message.ack())
+        await run.consumer.acknowledge(run.held)
         run.budget.give_back(sum(len(message.data) for message in run.held))
         assert await until(lambda: len(set(run.seqs)) >= count, 30) is not None
 

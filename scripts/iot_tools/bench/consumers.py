@@ -4,7 +4,8 @@ ingest_iot's settings (batch size, ack wait, ack-pending limit, payload limit) r
 same environment the service gets:
 
   ceiling        the lean pull loop ingest_iot uses (services.common.messaging.lean), acking
-                 each message and doing nothing else: the most one Python process moves;
+                 each batch as ingest_iot does and doing nothing else: the most one Python
+                 process moves;
   fetch-ceiling  nats-py's `fetch` and `Msg.ack()`, nothing else: the most a nats-py pull
                  consumer moves (the ceiling before the lean loop);
   one-insert     one INSERT (its own transaction, autocommit) per message, then that
@@ -115,7 +116,7 @@ async def lean_ceiling(config: IngestConfig, durable: str, messages: int) -> dic
         async for batch in consumer.batches(config.batch_size, budget):
             if not first_batch:
                 first_batch, started = len(batch), time.monotonic()
-            await _ack_only(batch)
+            await consumer.acknowledge(batch)  # as ingest_iot acks: one block per batch
             budget.give_back(sum(len(message.data) for message in batch))
             done += len(batch)
             if done >= messages:

@@ -542,6 +542,14 @@ class PullConsumer:
     def stop(self) -> None:
         self._stopping = True
 
+    async def acknowledge(self, messages: list[Msg]) -> None:
+        """Ack the messages (their work is done); see settle."""
+        await settle(messages, lambda message: message.ack())
+
+    async def mark_in_progress(self, messages: list[Msg]) -> None:
+        """Tell JetStream the messages are still being worked on; see settle."""
+        await settle(messages, lambda message: message.in_progress())
+
     async def close(self) -> None:
         subscription, self._subscription = self._subscription, None
         self._unbound_because = "closed"

@@ -6,11 +6,12 @@ one statement, publishes route fan-out, and only then acks. A crash anywhere bef
 means redelivery, which the idempotent insert absorbs: at-least-once delivery, exactly-once
 rows.
 
-The writer is pipelined: it validates batch N+1 while batch N commits, and starts commit N+1
-only once commit N (its fan-out and acks included) has finished, so one consumer never has
-two commits in flight, nor out of order; a commit that fails settles nothing it did not
-commit. Validation yields to the event loop every VALIDATION_SLICE messages, so that a probe
-never waits behind a whole batch.
+The writer is pipelined: it validates batch N+1 while batch N commits, starts commit N+1 as
+soon as commit N has finished (and batch N-1 has settled), and settles batch N (route
+fan-out, then acks) while N+1 commits. So one consumer never has two commits in flight, nor
+out of order; batches settle in order, each only after its own commit; a commit that fails
+settles nothing. Validation yields to the event loop every VALIDATION_SLICE messages, so that
+/health (answered by this loop) never waits behind a whole batch.
 
 Errors follow the failure taxonomy (services.common.faults): the database or NATS being
 unavailable is retried until they are back (readiness shows it); a message the database
@@ -27,11 +28,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from services.common import db
 from services.common.health import CheckResult, HealthState
-from services.common.messaging import ByteBudget, NatsLink, PullConsumer, require_stream, settle
+from services.common.messaging import ByteBudget, NatsLink, PullConsumer, require_stream
 from services.common.messaging.lean import LeanPullConsumer, Pulled
 from services.common.retry import Attempts
 from services.ingest_iot.config import IngestConfig
@@ -62,6 +64,33 @@ COMMIT_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
                           5.0, 10.0, 30.0, 60.0)
 # Put on the queue by the fetcher after its last batch: the writer drains up to it, then ends.
 END_OF_FETCH: list[Pulled] = []
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """One batch on its way: its commit, its settling (fan-out, then acks) after the commit,
+    and the settling of the batch before it, which its own waits for."""
+
+    commit: asyncio.Task[CommitResult]
+    settle: asyncio.Task[None]
+    after: asyncio.Task[None] | None
+
+    async def committed(self) -> None:
+        """The commit has finished and the batch before has settled. A failure of either
+        (a bug: dependency errors are retried inside them) is raised here."""
+        await self.commit
+        if self.after is not None:
+            await self.after
+
+    async def finished(self) -> None:
+        await self.committed()
+        await self.settle
+
+    async def abandon(self) -> None:
+        tasks = [task for task in (self.commit, self.settle, self.after) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class IngestPipeline:
@@ -124,42 +153,58 @@ class IngestPipeline:
     async def run_writer(self) -> None:
         self._writer_running = True
         self._health.refresh()
-        committing: asyncio.Task | None = None
+        latest: _Write | None = None
         try:
             while True:
-                if committing is not None and not self._more_at_hand():
-                    # Nothing to validate meanwhile: finish the commit in hand first (its
+                if latest is not None and not self._more_at_hand():
+                    # Nothing to validate meanwhile: finish the write in hand first (its
                     # failure surfaces now, not whenever the next message comes).
-                    await self._finish(committing)
-                    committing = None
+                    with self._progress.working():
+                        await latest.finished()
+                    latest = None
                 batch = await self._next_batch()
                 if not batch:
                     break  # stopping, and everything fetched has been written
                 with self._progress.working():
                     await self._progress.checkpoint()
                     entries = await self._validate(batch)
-                    if committing is not None:
-                        await committing  # one commit at a time, in order
-                    committing = asyncio.create_task(self._write(batch, entries))
-            if committing is not None:
-                await self._finish(committing)
-                committing = None
+                    if latest is not None:
+                        # One commit at a time, in order; the one before it is settled by
+                        # now, so at most one batch settles while the next commits.
+                        await latest.committed()
+                    latest = self._start_write(batch, entries, latest)
+            if latest is not None:
+                with self._progress.working():
+                    await latest.finished()
+                latest = None
         finally:
-            if committing is not None:
-                # The writer itself ends (cancelled, or a bug): the commit in hand ends with it,
+            if latest is not None:
+                # The writer itself ends (cancelled, or a bug): the write in hand ends with it,
                 # unacked, so its messages are redelivered.
-                committing.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await committing
+                await latest.abandon()
             self._writer_running = False
             self._health.refresh()
 
+    def _start_write(self, batch: list[Pulled], entries: list[Entry],
+                     previous: _Write | None) -> _Write:
+        """Commit `batch` now; settle it (fan-out, acks) once it has committed and the batch
+        before it has settled. The batch's bytes go back to the budget however it ends."""
+        commit = asyncio.create_task(self._commit_in_progress(batch, entries))
+
+        async def settle_in_order() -> None:
+            try:
+                result = await commit
+                if previous is not None:
+                    await previous.settle
+                await self._settle(batch, entries, result)
+            finally:
+                self._budget.give_back(sum(len(message.data) for message in batch))
+
+        return _Write(commit, asyncio.create_task(settle_in_order()),
+                      previous.settle if previous is not None else None)
+
     def _more_at_hand(self) -> bool:
         return bool(self._carry) or not self._fetched.empty()
-
-    async def _finish(self, committing: asyncio.Task) -> None:
-        with self._progress.working():
-            await committing
 
     async def _validate(self, batch: list[Pulled]) -> list[Entry]:
         limits = self._config.reading_limits
@@ -207,16 +252,14 @@ class IngestPipeline:
             return None
         return messages
 
-    async def _write(self, batch: list[Pulled], entries: list[Entry]) -> None:
-        """Commit, fan out, ack; the batch's bytes go back to the budget however it ends."""
-        try:
-            await self._commit_and_ack(batch, entries)
-        finally:
-            self._budget.give_back(sum(len(message.data) for message in batch))
-
-    async def _commit_and_ack(self, batch: list[Pulled], entries: list[Entry]) -> None:
+    async def _commit_in_progress(self, batch: list[Pulled],
+                                  entries: list[Entry]) -> CommitResult:
         async with self._keep_in_progress(batch):
-            result = await self._store(entries)
+            return await self._store(entries)
+
+    async def _settle(self, batch: list[Pulled], entries: list[Entry],
+                      result: CommitResult) -> None:
+        """After the commit: count, fan out, and only then ack."""
         readings = sum(isinstance(entry.outcome, Reading) for entry in entries)
         self._health.count("ingested", result.stored)
         self._health.count("duplicates", readings - result.stored - result.refused)
@@ -229,10 +272,7 @@ class IngestPipeline:
         if routed:
             await self._fan_out.run(lambda: self._publish_routes(routed),
                                     on_failure=self._routes_stream_in_doubt)
-        for start in range(0, len(batch), VALIDATION_SLICE):
-            if start:
-                await asyncio.sleep(0)  # 500 acks in a row would hold the loop for ms
-            await settle(batch[start:start + VALIDATION_SLICE], lambda message: message.ack())
+        await self._consumer.acknowledge(batch)
         self._health.count("batches")
         self._batch_size.observe(len(batch))
 
@@ -266,7 +306,7 @@ class IngestPipeline:
         async def heartbeat() -> None:
             while True:
                 await asyncio.sleep(self._config.ack_wait / 3)
-                await settle(batch, lambda message: message.in_progress())
+                await self._consumer.mark_in_progress(batch)
 
         task = asyncio.create_task(heartbeat())
         try:

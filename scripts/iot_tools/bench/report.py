@@ -59,12 +59,16 @@ def latency_table(results: Results) -> str:
 def latency_note(results: Results) -> str:
     validation_ms = results.batch_size / results.rate(VALIDATION_ONLY) * 1000
     return ("Under load every process shares the cores with ingest at full speed, so the "
-            "baseline's tail rises too; ingest_iot's own probes also wait for its event loop, "
-            f"which validates a batch of {results.batch_size} messages ({validation_ms:.1f} ms "
-            "of work) in slices of 100 messages, yielding to the loop in between, and handles "
-            "each pull request's messages in callbacks of a few microseconds. The answers "
-            "themselves are precomputed: `/ready` does no I/O. `/metrics` (a Prometheus "
-            "scrape) renders a few dozen series from memory on each request, without I/O.")
+            "baseline's tail rises too. `/ready` is answered on the probe server's own thread "
+            "(`services.common.probe_server`) from the answer the service's event loop last "
+            "rendered: it waits for a core and for the GIL, never for that loop, which "
+            f"meanwhile validates a batch of {results.batch_size} messages ({validation_ms:.1f} "
+            "ms of work) in slices of 100 and handles each pull request's messages in "
+            "callbacks of a few microseconds. `/health` and `/metrics` are answered by the "
+            "service's loop itself (a liveness answer is the proof that the loop turns), so "
+            "they wait for it. No answer does I/O: `/ready` and `/health` are precomputed or "
+            "read from memory, `/metrics` (a Prometheus scrape) renders a few dozen series "
+            "from memory on each request.")
 
 
 def throughput_table(results: Results) -> str:
@@ -181,10 +185,10 @@ def ratios(results: Results) -> str:
     loop = per_batch(CEILING) + per_batch(VALIDATION_ONLY)
     return f"""\
 - Two ceilings: the *lean pull ceiling* is the pull loop ingest_iot uses \
-(`services.common.messaging.lean`: pull requests on inboxes of their own, acks as plain \
-publishes) with nothing but an ack per message, the most one Python process moves from \
-JetStream; the *nats-py fetch-and-ack ceiling* is nats-py's `fetch()` + `Msg.ack()`, the \
-ceiling ingest_iot had before, kept as the reference for the client's own path \
+(`services.common.messaging.lean`: pull requests on inboxes of their own, a batch's acks as \
+one block of plain publishes) with nothing but an ack per message, the most one Python process \
+moves from JetStream; the *nats-py fetch-and-ack ceiling* is nats-py's `fetch()` + \
+`Msg.ack()`, the ceiling ingest_iot had before, kept as the reference for the client's own path \
 ({results.rate(CEILING) / results.rate(FETCH_CEILING):.1f}x apart in this run). ingest_iot \
 moves {ingest / results.rate(CEILING) * 100:.0f} % of the lean ceiling and \
 {ingest / results.rate(FETCH_CEILING) * 100:.0f} % of the nats-py one; \
@@ -198,11 +202,14 @@ moves {ingest / results.rate(CEILING) * 100:.0f} % of the lean ceiling and \
 {per_batch(VALIDATION_ONLY):.1f} ms, committing it {per_batch(COMMIT_ONLY):.1f} ms (one \
 statement: PostgreSQL plus asyncpg's encoding). Pulling, acking and validation run on \
 ingest_iot's one event loop: {loop:.1f} ms, {loop / per_batch(INGEST) * 100:.0f} % of its time \
-per batch; the commit runs in PostgreSQL while the writer validates the next batch.
+per batch; the commit runs in PostgreSQL while the writer validates the next batch and the \
+batch before settles (its acks go out).
 - CPU while ingest_iot drains the stream (cores busy, median of its runs): ingest_iot \
 {cores[INGEST]:.2f}, PostgreSQL {cores['postgresql']:.2f}, nats-server \
 {cores['nats-server']:.2f}, the other four services {others:.2f}; the whole machine \
-{cores['machine']:.2f} of {cpus}. So {_bound(results, cores, cpus)}."""
+{cores['machine']:.2f} of {cpus}. So {_bound(results, cores, cpus)}. (The bench defines no \
+alert rules: evaluator_iot answers each batch's notification with a query that finds no rule \
+and reads no reading.)"""
 
 
 def _chart(name: str, what: str, charts: bool) -> str:

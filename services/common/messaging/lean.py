@@ -47,12 +47,13 @@ and implemented by its clients):
    yet settled never pass the budget (plus one largest message, which a request must always
    be able to bring).
 9. Acks (`+ACK`), naks (`-NAK`) and in-progress signals (`+WPI`) are plain publishes to a
-   message's reply subject. A batch's are one block of `PUB <reply> <size>` lines handed to
-   the client's write buffer at once and flushed once (nats-py's publish costs a future and
-   a flusher wake-up per message: a fifth of the loop's time); if the client lacks that
-   buffer, or a reply subject is not a plain printable token string, each is published
-   through the client's `publish`. JetStream treats a lost ack as no ack: the message is
-   redelivered after the ack wait, which the idempotent insert absorbs.
+   message's reply subject. A batch's acks (or in-progress signals) are one block of
+   `PUB <reply> <size>` lines handed to the client's write buffer at once and flushed once
+   (nats-py's publish costs a future and a flusher wake-up per message: a tenth of the loop's
+   time); if the client lacks that buffer, or a reply subject is not a plain printable token
+   string, each is published through the client's `publish`. JetStream treats a lost ack as
+   no ack: the message is redelivered after the ack wait, which the idempotent insert
+   absorbs.
 
 The subjects the loop and its binding use, and so all that its NATS user is granted (the chart's
 nats.conf, chart/templates/_nats.tpl; services/tests/test_nats_permissions.py runs the loop as

@@ -121,10 +121,10 @@ def _loads(payload: bytes) -> object:
         return json.loads(payload)
     if type(document) is dict:
         metrics = document.get("metrics")
-        if type(metrics) is dict and any(
-                type(value) is float and not -INT64_AS_FLOAT < value < INT64_AS_FLOAT
-                for value in metrics.values()):
-            return json.loads(payload)
+        if type(metrics) is dict:
+            for value in metrics.values():
+                if type(value) is float and not -INT64_AS_FLOAT < value < INT64_AS_FLOAT:
+                    return json.loads(payload)
     return document
 
 
@@ -184,6 +184,7 @@ def _forbidden_character_in(text: str) -> bool:
 
 
 SUBJECT_ROOT = "telemetry"
+SUBJECT_PREFIX = SUBJECT_ROOT + "."
 
 
 def device_of_subject(subject: str) -> str | None:
@@ -198,6 +199,8 @@ def check_sender(outcome: Reading | Rejection, subject: str) -> Reading | Reject
     """`outcome` if it is a rejection already or its device is the subject's; else why not."""
     if isinstance(outcome, Rejection):
         return outcome
+    if subject == SUBJECT_PREFIX + outcome.device_id:
+        return outcome  # the common case: a valid device_id has no dot, so this is its subject
     device = device_of_subject(subject)
     if device is None:
         return Rejection("subject_without_device")

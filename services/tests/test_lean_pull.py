@@ -183,6 +183,32 @@ def test_server_restart_mid_request_reissues_requests_and_loses_nothing(nats_ser
     assert sorted(set(run.seqs)) == list(range(1, count + 1))
 
 
+def test_a_reconnect_the_loop_never_saw_reissues_its_requests_at_once(nats_server):
+    """The connection drops and the client is back, possibly before the loop's next turn: the
+    open requests went with the old connection (a server frozen past their expiry, then
+    thawed, has none), so the loop re-issues all of them on fresh inboxes at once, told by
+    the client's reconnect count, rather than waiting MISSED_HEARTBEATS heartbeats to take
+    them for lost. Readings published afterwards arrive at once."""
+    count = 200
+
+    async def scenario(run: Run) -> None:
+        assert await until(run.consumer_ok, 15) is not None
+        await asyncio.sleep(2 * HEARTBEAT)  # requests open and idle on the server
+        reconnects = run.link.client.stats["reconnects"]
+        issued = run.consumer.requests_issued
+        run.link.client._transport.close()  # the socket drops under the client
+        assert await until(lambda: run.link.client.stats["reconnects"] > reconnects, 5)
+        assert await until(lambda: run.consumer.requests_issued >= issued + 4, HEARTBEAT) \
+            is not None
+        await asyncio.to_thread(publish_readings, nats_server.url, range(count))
+        assert await until(lambda: len(run.seqs) >= count, MISSED_HEARTBEATS * HEARTBEAT) \
+            is not None
+        assert run.consumer.requests_lost == 0
+
+    run = run_async(consume(nats_server.url, scenario))
+    assert_each_once(run.seqs, count)
+
+
 def test_consumer_deleted_mid_batch_is_recreated_from_the_ack_floor_and_nothing_is_lost(
         nats_server):
     count = 4_000

@@ -41,7 +41,8 @@ and implemented by its clients):
    the request is re-issued on a fresh inbox (a late answer to the old one cannot be mistaken
    for the new one's).
 7. Requests live on the server as long as the connection's interest in their inbox: after a
-   disconnect every open request is abandoned and re-issued on fresh inboxes.
+   disconnect every open request is abandoned and re-issued on fresh inboxes, also when the
+   client reconnected before the loop saw it disconnected (its reconnect count moved).
 8. Each request's `max_bytes` is reserved from the ByteBudget before it is sent, and what it
    did not use is given back when it ends: payload bytes in flight plus bytes fetched and not
    yet settled never pass the budget (plus one largest message, which a request must always
@@ -257,6 +258,7 @@ class LeanPullConsumer(PullConsumer):
         self._retiring: set[asyncio.Task] = set()
         self._names = itertools.count()
         self._inbox_prefix = ""
+        self._reconnects = 0
         self.requests_issued = 0
         self.requests_lost = 0
 
@@ -281,6 +283,12 @@ class LeanPullConsumer(PullConsumer):
                 self._abandon_all("disconnected from NATS")
                 await asyncio.sleep(0.1)
                 continue
+            reconnects = self._link.client.stats["reconnects"]
+            if reconnects != self._reconnects:
+                # Rule 7 also when the client reconnected between two turns of this loop: the
+                # server dropped the open requests with the old connection.
+                self._reconnects = reconnects
+                self._abandon_all("reconnected to NATS")
             if self._subscription is None or self._generation != self._link.generation:
                 self._abandon_all("binding")
                 await self._bind_or_wait(backoff)

@@ -362,6 +362,14 @@ class HealthState:
         body.update(self.counters)
         return _render(200, body, "[+]event loop ok\n[+]workers ok\nlivez check passed")
 
+    def unanswered(self, waited: float) -> ProbeAnswer:
+        """/health when the event loop, asked for the answer above, did not give it within
+        `waited` seconds (the probe server's thread answers this itself)."""
+        body = {"status": "failing", "service": self.service,
+                "reason": "event loop did not answer", "waited_seconds": round(waited, 3)}
+        verbose = f"[-]event loop did not answer within {waited:g}s\nlivez check failed"
+        return _render(503, body, verbose)
+
     def _stuck_worker(self) -> tuple[str, float] | None:
         """A worker with work in hand and no progress for the worker stall threshold, while
         every dependency has been healthy at least that long (an outage is readiness's

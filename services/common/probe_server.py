@@ -52,10 +52,6 @@ def probe_response(answer: ProbeAnswer, verbose: bool) -> tuple[int, str, bytes]
     return answer.status, JSON, answer.body
 
 
-class LoopNotAnsweringError(Exception):
-    pass
-
-
 class AiohttpProbeServer:
     """Serves only the probes; started before any dependency connects, stopped last."""
 
@@ -124,39 +120,33 @@ class AiohttpProbeServer:
         verbose = "verbose" in request.query
         try:
             answer = await self._on_service_loop(self._health.liveness)
-        except LoopNotAnsweringError as error:
-            return web.Response(status=503, text=f"event loop {error}\n", content_type=TEXT)
+        except TimeoutError:
+            answer = self._health.unanswered(self._stall_threshold)
         return _response(answer, verbose)
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         try:
             body = await self._on_service_loop(self._health.metrics.render)
-        except LoopNotAnsweringError as error:
-            return web.Response(status=503, text=f"event loop {error}\n", content_type=TEXT)
+        except TimeoutError:
+            return web.Response(status=503, content_type=TEXT, text=(
+                f"event loop did not answer within {self._stall_threshold:g}s\n"))
         return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def _on_service_loop(self, compute: Callable[[], T]) -> T:
-        """compute() run by the service's loop; its result, once that loop gets to it."""
+        """compute() run by the service's loop, once that loop gets to it; TimeoutError if
+        it has not within the stall threshold (a hung or closing loop)."""
         assert self._service_loop is not None
-        done: concurrent.futures.Future[T] = concurrent.futures.Future()
 
-        def run() -> None:
-            if not done.set_running_or_notify_cancel():
-                return
-            try:
-                done.set_result(compute())
-            except BaseException as error:  # the probe thread reports it
-                done.set_exception(error)
+        async def computed() -> T:
+            return compute()
 
+        coroutine = computed()
         try:
-            self._service_loop.call_soon_threadsafe(run)
-        except RuntimeError as error:  # the service's loop is closed: the process is ending
-            raise LoopNotAnsweringError("closed") from error
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(done), self._stall_threshold)
-        except TimeoutError:
-            raise LoopNotAnsweringError(
-                f"did not answer within {self._stall_threshold:g}s") from None
+            future = asyncio.run_coroutine_threadsafe(coroutine, self._service_loop)
+        except RuntimeError:  # the service's loop is closed: the process is ending
+            coroutine.close()
+            raise TimeoutError from None
+        return await asyncio.wait_for(asyncio.wrap_future(future), self._stall_threshold)
 
 
 def _response(answer: ProbeAnswer, verbose: bool) -> web.Response:

@@ -190,18 +190,18 @@ class IngestPipeline:
         """Commit `batch` now; settle it (fan-out, acks) once it has committed and the batch
         before it has settled. The batch's bytes go back to the budget however it ends."""
         commit = asyncio.create_task(self._commit_in_progress(batch, entries))
+        after = previous.settle if previous is not None else None
 
         async def settle_in_order() -> None:
             try:
                 result = await commit
-                if previous is not None:
-                    await previous.settle
+                if after is not None:
+                    await after
                 await self._settle(batch, entries, result)
             finally:
                 self._budget.give_back(sum(len(message.data) for message in batch))
 
-        return _Write(commit, asyncio.create_task(settle_in_order()),
-                      previous.settle if previous is not None else None)
+        return _Write(commit, asyncio.create_task(settle_in_order()), after)
 
     def _more_at_hand(self) -> bool:
         return bool(self._carry) or not self._fetched.empty()

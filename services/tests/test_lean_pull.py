@@ -17,7 +17,7 @@ import uvloop
 from iot_tools.feed import publish_readings
 
 from services.common.health import HealthState
-from services.common.messaging import TELEMETRY, ByteBudget, NatsLink
+from services.common.messaging import CONSUMER_CHECK_SECONDS, TELEMETRY, ByteBudget, NatsLink
 from services.common.messaging.lean import (
     MISSED_HEARTBEATS,
     LeanPullConsumer,
@@ -52,18 +52,28 @@ class Run:
         self.health.refresh()
         return self.health.readiness().body.find(b'"consumer": {"status": "pass"') >= 0
 
+    def transitions(self, check: str, to: str) -> int:
+        """iot_readiness_check_transitions_total{check, to}: counted the moment a check
+        changes, however briefly (a poll may miss a failure the loop repairs in a few ms)."""
+        sample = f'iot_readiness_check_transitions_total{{check="{check}",to="{to}"}} '
+        for line in self.health.metrics.render().decode().splitlines():
+            if line.startswith(sample):
+                return int(float(line[len(sample):]))
+        return 0
+
 
 async def consume(url: str, scenario: Callable[[Run], Awaitable[None]], *,
                   budget: int = 32 * 1024 * 1024, max_ack_pending: int = 10_000,
                   batch: int = 100, ping_interval: float = 2.0, in_flight: int = 4,
-                  expires: float = EXPIRES) -> Run:
+                  expires: float = EXPIRES, idle_heartbeat: float = HEARTBEAT) -> Run:
     health = HealthState("lean-test")
     link = NatsLink(url, "lean-test", health, ping_interval=ping_interval)
     connecting = asyncio.create_task(link.connect())
     consumer = LeanPullConsumer(link, health, TELEMETRY, DURABLE, ack_wait=30,
                                 max_ack_pending=max_ack_pending, expires=expires,
-                                idle_heartbeat=HEARTBEAT, in_flight=in_flight)
+                                idle_heartbeat=idle_heartbeat, in_flight=in_flight)
     run = Run(health, link, consumer, ByteBudget(budget))
+    health.mark_started()
 
     async def loop() -> None:
         async for messages in consumer.batches(batch, run.budget):
@@ -216,8 +226,10 @@ def test_consumer_deleted_mid_batch_is_recreated_from_the_ack_floor_and_nothing_
 
     async def scenario(run: Run) -> None:
         assert await until(lambda: len(run.seqs) >= 500, 15) is not None
+        failed = run.transitions("consumer", "fail")
         await run.link.jetstream.delete_consumer(TELEMETRY.name, DURABLE)
-        assert await until(lambda: not run.consumer_ok(), 10) is not None
+        assert await until(lambda: run.transitions("consumer", "fail") > failed, 10) \
+            is not None
         assert await until(run.consumer_ok, 15) is not None
         assert await until(lambda: len(set(run.seqs)) >= count, 60) is not None
 
@@ -270,6 +282,34 @@ def test_a_frozen_server_fails_readiness_through_missed_heartbeats_within_the_bo
     run = run_async(consume(nats_server.url, scenario, ping_interval=600,
                             expires=4 * LOST_BOUND))
     assert run.consumer.requests_lost >= 1
+
+
+def test_a_frozen_server_is_noticed_by_heartbeats_while_a_consumer_check_waits_on_it(
+        nats_server):
+    """The loop looks its consumer up every CONSUMER_CHECK_SECONDS, a JetStream API round trip
+    that a frozen server leaves unanswered until its 5 s timeout. The heartbeat watch must
+    not wait behind it: with heartbeats 1 s apart (the default), readiness fails within
+    MISSED_HEARTBEATS of them, although a check starts during every such window."""
+    heartbeat = 1.0
+    assert MISSED_HEARTBEATS * heartbeat > CONSUMER_CHECK_SECONDS  # a check always falls in
+
+    async def scenario(run: Run) -> None:
+        assert await until(run.consumer_ok, 15) is not None
+        await asyncio.sleep(heartbeat / 2)
+        nats_server.freeze()
+        try:
+            noticed = await until(lambda: not run.nats_ok(), 15)
+            assert noticed is not None
+            assert noticed <= MISSED_HEARTBEATS * heartbeat + 1.5
+            assert b"heartbeat" in run.health.readiness().body
+        finally:
+            nats_server.thaw()
+        # The thawed server answers the re-issued requests: ready again within a heartbeat.
+        recovered = await until(run.nats_ok, 15)
+        assert recovered is not None and recovered <= heartbeat + 1.5
+
+    run_async(consume(nats_server.url, scenario, ping_interval=600, idle_heartbeat=heartbeat,
+                      expires=20.0))
 
 
 @pytest.mark.parametrize("in_flight", [1, 4])

@@ -39,7 +39,9 @@ and implemented by its clients):
    status, means the request or the server is lost: the "nats" readiness check fails (within
    MISSED_HEARTBEATS x IDLE_HEARTBEAT_SECONDS plus a tick) until something is heard again, and
    the request is re-issued on a fresh inbox (a late answer to the old one cannot be mistaken
-   for the new one's).
+   for the new one's). Nothing the loop awaits may outlast that watch: the periodic look at
+   the consumer (a JetStream API round trip, up to its 5 s timeout when the server is frozen)
+   runs beside the loop, not in it.
 7. Requests live on the server as long as the connection's interest in their inbox: after a
    disconnect every open request is abandoned and re-issued on fresh inboxes, also when the
    client reconnected before the loop saw it disconnected (its reconnect count moved).
@@ -256,6 +258,7 @@ class LeanPullConsumer(PullConsumer):
         self._failure: BaseException | None = None
         self._logged: set[str] = set()
         self._retiring: set[asyncio.Task] = set()
+        self._verifying: asyncio.Task[None] | None = None
         self._names = itertools.count()
         self._inbox_prefix = ""
         self._reconnects = 0
@@ -306,7 +309,7 @@ class LeanPullConsumer(PullConsumer):
                 continue
             if self._in_doubt or now - self._checked_at > CONSUMER_CHECK_SECONDS:
                 self._in_doubt = False
-                await self._verify()
+                self._verify_aside()
             if self._ready:
                 # Requests were re-issued above first: the pipe stays full while the
                 # caller works on these.
@@ -316,10 +319,27 @@ class LeanPullConsumer(PullConsumer):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
         # Stopping: no new requests; what the open ones still bring is delivered.
+        self._stop_verifying()
         self._abandon_all("stopping")
         await self._retired()
         while self._ready:
             yield self._take(batch_size)
+
+    def _verify_aside(self) -> None:
+        """Look the consumer up (PullConsumer._verify) in a task of its own, one at a time:
+        the loop goes on watching its requests meanwhile (rule 6). A bug there ends the loop."""
+        if self._verifying is not None and not self._verifying.done():
+            return
+        self._checked_at = asyncio.get_running_loop().time()
+        task = asyncio.ensure_future(self._verify())
+
+        def finished(done: asyncio.Task[None]) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                self._failure = done.exception()
+                self._wake.set()
+
+        task.add_done_callback(finished)
+        self._verifying = task
 
     def _take(self, batch_size: int) -> list[Pulled]:
         ready = self._ready
@@ -559,8 +579,14 @@ class LeanPullConsumer(PullConsumer):
 
     # -- closing -------------------------------------------------------------------------
 
+    def _stop_verifying(self) -> None:
+        if self._verifying is not None:
+            self._verifying.cancel()
+            self._verifying = None
+
     async def unsubscribe(self) -> None:
         """What PullConsumer's unbind and close call on the bound subscription."""
+        self._stop_verifying()
         self._abandon_all("closing")
         await self._retired()
 

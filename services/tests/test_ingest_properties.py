@@ -248,10 +248,11 @@ def test_every_published_message_is_stored_or_quarantined_exactly_once(ingest, d
     assert ingest.status("/ready") == 200
 
 
-def test_a_reading_asyncpg_cannot_encode_is_isolated_and_quarantined_too(loop, connection,
-                                                                          database):
-    """Refused before it leaves the process (a lone surrogate cannot be UTF-8; asyncpg
-    reports it as SQLSTATE 22000): the same bad-message path as a refusal by the server."""
+def test_a_reading_that_cannot_be_encoded_is_isolated_and_quarantined_too(loop, connection,
+                                                                           database):
+    """Refused before it leaves the process (a lone surrogate cannot be UTF-8: the batch's
+    document is refused as asyncpg refuses an argument, SQLSTATE 22000): the same
+    bad-message path as a refusal by the server."""
     now = datetime.now(UTC)
     entries = [
         Entry(StoredMessage("telemetry.t", b"{}", FakeMetadata(FakeSequence(seq))),

@@ -15,9 +15,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import uvloop
 from iot_tools.feed import publish_readings
+from nats.aio.msg import Msg
 
 from services.common.health import HealthState
-from services.common.messaging import CONSUMER_CHECK_SECONDS, TELEMETRY, ByteBudget, NatsLink
+from services.common.messaging import (
+    CONSUMER_CHECK_SECONDS,
+    TELEMETRY,
+    ByteBudget,
+    DirectClient,
+    NatsLink,
+)
 from services.common.messaging.lean import (
     MISSED_HEARTBEATS,
     LeanPullConsumer,
@@ -114,6 +121,57 @@ async def until(condition: Callable[[], bool], timeout: float) -> float | None:
 
 def assert_each_once(seqs: list[int], count: int) -> None:
     assert sorted(set(seqs)) == list(range(1, count + 1))
+
+
+# -- direct delivery -----------------------------------------------------------------------
+
+
+def test_a_direct_subscription_hands_data_to_its_function_and_the_rest_to_its_callback(
+        nats_server):
+    """DirectClient: data messages go to the plain function, raw; a headers-only message (a
+    status) to nats-py's callback; once unsubscribed, nothing is kept for the subscription."""
+
+    async def scenario() -> tuple[list, list, int]:
+        client = DirectClient()
+        await client.connect(nats_server.url)
+        direct: list[tuple[bytes, bytes, bytes]] = []
+        through_callback: list[Msg] = []
+
+        async def callback(message: Msg) -> None:
+            through_callback.append(message)
+
+        subscription = await client.subscribe("direct.test", cb=callback)
+        client.deliver_directly(subscription, lambda *fields: direct.append(fields))
+        await client.publish("direct.test", b"payload", reply="the.reply")
+        await client.publish("direct.test", b"", headers={"Status": "100"})
+        await client.flush()
+        await until(lambda: len(direct) + len(through_callback) >= 2, 5)
+        await subscription.unsubscribe()
+        kept = len(client._direct)
+        await client.close()
+        return direct, through_callback, kept
+
+    direct, through_callback, kept = run_async(scenario())  # type: ignore[arg-type]
+    assert direct == [(b"direct.test", b"the.reply", b"payload")]
+    assert [message.headers for message in through_callback] == [{"Status": "100"}]
+    assert kept == 0
+
+
+def test_the_loop_receives_data_directly_on_every_open_inbox(nats_server):
+    count = 300
+    publish_readings(nats_server.url, range(count))
+
+    async def scenario(run: Run) -> None:
+        assert await until(lambda: len(run.seqs) >= count, 15) is not None
+        client = run.link.client
+        assert isinstance(client, DirectClient)
+        inboxes = run.consumer._inboxes
+        assert inboxes and all(inbox.subscription._id in client._direct for inbox in inboxes)
+        # None of the data went through nats-py's per-subscription path.
+        assert all(inbox.subscription.delivered == 0 for inbox in inboxes)
+
+    run = run_async(consume(nats_server.url, scenario))
+    assert_each_once(run.seqs, count)
 
 
 # -- the protocol ------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -52,6 +53,42 @@ RECONNECT_WAIT_SECONDS = 0.5
 NATS_TROUBLE = (nats.errors.Error, TimeoutError, OSError)
 
 
+class DirectClient(Client):
+    """nats-py's client, plus subscriptions whose data messages skip its Msg object, its
+    per-subscription queue and task, and the callback's coroutine: the parsed fields go
+    straight to a plain function. The lean pull loop's inboxes use it; there, that path was a
+    sixth of ingest's event loop. A message without data (a status message: headers only)
+    takes nats-py's own path, to the subscription's callback, as every message of any other
+    subscription does. The hook is nats-py's `_process_msg`; were it gone, nothing would be
+    delivered directly and every message would reach the callback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._direct: dict[int, Callable[[bytes, bytes, bytes], None]] = {}
+
+    def deliver_directly(self, subscription: Subscription,
+                         handler: Callable[[bytes, bytes, bytes], None]) -> None:
+        """`handler(subject, reply, data)`, with the raw bytes, for each data message on
+        `subscription` from now on; it must not raise (it runs in the client's read loop)."""
+        self._direct[subscription._id] = handler
+
+    def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
+        self._direct.pop(sid, None)
+        super()._remove_sub(sid, max_msgs)
+
+    async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes,
+                           headers: bytes) -> None:
+        handler = self._direct.get(sid)
+        if handler is not None and data and sid in self._subs:
+            self.stats["in_msgs"] += 1
+            self.stats["in_bytes"] += len(data)
+            handler(subject, reply, data)
+            return
+        if handler is not None and sid not in self._subs:
+            del self._direct[sid]  # removed by a path that bypassed _remove_sub (close)
+        await super()._process_msg(sid, subject, reply, data, headers)
+
+
 class NatsLink:
     """The process's NATS connection, registered as the probe of the "nats" readiness check.
 
@@ -71,7 +108,7 @@ class NatsLink:
         # Tests lengthen it to show what the pull loop's heartbeats notice by themselves.
         self._ping_interval = ping_interval
         self._health = health
-        self.client = Client()
+        self.client: Client = DirectClient()
         self.generation = 0
         self._stopping = False
         self._client_closed = asyncio.Event()
@@ -88,7 +125,7 @@ class NatsLink:
         log.info("connecting to %s", redact_url(self._url))
         backoff = Backoff(initial=0.5, maximum=10.0)
         while not self._stopping:
-            client = Client()
+            client = DirectClient()
             self.client = client
             self._client_closed.clear()
             try:

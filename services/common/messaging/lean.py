@@ -89,6 +89,7 @@ from services.common.messaging import (
     CONSUMER_CHECK_SECONDS,
     NATS_TROUBLE,
     ByteBudget,
+    DirectClient,
     NatsLink,
     PullConsumer,
     Stream,
@@ -172,13 +173,12 @@ class Pulled:
     """One delivered message: subject, payload, and settling by plain publishes through the
     link's current client (an ack is valid on any connection)."""
 
-    __slots__ = ("_link", "_metadata", "data", "headers", "reply", "subject")
+    __slots__ = ("_link", "_metadata", "data", "reply", "subject")
 
-    def __init__(self, message: Msg, link: NatsLink) -> None:
-        self.subject = message.subject
-        self.data = message.data
-        self.reply = message.reply
-        self.headers = message.headers
+    def __init__(self, subject: str, reply: str, data: bytes, link: NatsLink) -> None:
+        self.subject = subject
+        self.reply = reply
+        self.data = data
         self._link = link
         self._metadata: Metadata | None = None
 
@@ -442,9 +442,14 @@ class LeanPullConsumer(PullConsumer):
 
         # The client may queue a whole request's bytes for this inbox: never a slow
         # consumer within the budget (rule 8), whatever the callback's pace.
-        inbox.subscription = await self._link.client.subscribe(
+        client = self._link.client
+        inbox.subscription = await client.subscribe(
             inbox.subject, cb=on_message, pending_msgs_limit=-1,
-            pending_bytes_limit=2 * budget + 2 * self._link.client.max_payload)
+            pending_bytes_limit=2 * budget + 2 * client.max_payload)
+        if isinstance(client, DirectClient):
+            # Data messages skip nats-py's Msg, queue and task (see DirectClient).
+            client.deliver_directly(inbox.subscription, lambda subject, reply, data: (
+                self._on_data(inbox, subject.decode(), reply.decode(), data)))
 
     def _renew(self, inbox: _Inbox) -> _Inbox:
         """Retire `inbox` (its request abandoned) and open another in its place."""
@@ -496,14 +501,25 @@ class LeanPullConsumer(PullConsumer):
     # -- what arrives ----------------------------------------------------------------------
 
     def _on_message(self, inbox: _Inbox, message: Msg) -> None:
+        """Any message through nats-py's callback: status messages, and data messages when
+        the client cannot deliver them directly (_on_data)."""
         try:
-            self._heard(inbox)
             headers = message.headers
             status = headers.get("Status") if headers else None
             if status is not None and not message.data:
+                self._heard(inbox)
                 self._on_status(inbox, message, status, headers.get("Description", ""))
                 return
-            size = len(message.data)
+        except Exception as error:  # a bug here must end the loop, not read as NATS trouble
+            self._failure = error
+            self._wake.set()
+            return
+        self._on_data(inbox, message.subject, message.reply, message.data)
+
+    def _on_data(self, inbox: _Inbox, subject: str, reply: str, data: bytes) -> None:
+        try:
+            self._heard(inbox)
+            size = len(data)
             request = inbox.request
             if request is None or inbox.retired:
                 # A late answer to an abandoned request: not reserved, so taken now.
@@ -514,7 +530,7 @@ class LeanPullConsumer(PullConsumer):
                 request.bytes += size
                 if request.received >= request.batch:
                     self._end(inbox)
-            self._ready.append(Pulled(message, self._link))
+            self._ready.append(Pulled(subject, reply, data, self._link))
             self._wake.set()
         except Exception as error:  # a bug here must end the loop, not read as NATS trouble
             self._failure = error

@@ -29,8 +29,11 @@ from services.common.messaging.lean import (
     MISSED_HEARTBEATS,
     LeanPullConsumer,
     Pulled,
+    _Inbox,
     _pub_block,
+    _Request,
     parse_ack_subject,
+    parse_status,
 )
 
 DURABLE = "lean-test"
@@ -126,15 +129,16 @@ def assert_each_once(seqs: list[int], count: int) -> None:
 # -- direct delivery -----------------------------------------------------------------------
 
 
-def test_a_direct_subscription_hands_data_to_its_function_and_the_rest_to_its_callback(
+def test_a_direct_subscription_hands_every_message_to_its_function_raw_and_in_order(
         nats_server):
-    """DirectClient: data messages go to the plain function, raw; a headers-only message (a
-    status) to nats-py's callback; once unsubscribed, nothing is kept for the subscription."""
+    """DirectClient: data and status (headers-only) messages go to the plain function, raw,
+    in the order they came, none to nats-py's callback; once unsubscribed, nothing is kept
+    for the subscription."""
 
     async def scenario() -> tuple[list, list, int]:
         client = DirectClient()
         await client.connect(nats_server.url)
-        direct: list[tuple[bytes, bytes, bytes]] = []
+        direct: list[tuple[bytes, bytes, bytes, bytes | None]] = []
         through_callback: list[Msg] = []
 
         async def callback(message: Msg) -> None:
@@ -143,18 +147,44 @@ def test_a_direct_subscription_hands_data_to_its_function_and_the_rest_to_its_ca
         subscription = await client.subscribe("direct.test", cb=callback)
         client.deliver_directly(subscription, lambda *fields: direct.append(fields))
         await client.publish("direct.test", b"payload", reply="the.reply")
-        await client.publish("direct.test", b"", headers={"Status": "100"})
+        await client.publish("direct.test", b"", headers={"Nats-Consumer-Stalled": "fc.x"})
         await client.flush()
-        await until(lambda: len(direct) + len(through_callback) >= 2, 5)
+        await until(lambda: len(direct) >= 2, 5)
         await subscription.unsubscribe()
         kept = len(client._direct)
         await client.close()
         return direct, through_callback, kept
 
     direct, through_callback, kept = run_async(scenario())  # type: ignore[arg-type]
-    assert direct == [(b"direct.test", b"the.reply", b"payload")]
-    assert [message.headers for message in through_callback] == [{"Status": "100"}]
+    assert direct[0] == (b"direct.test", b"the.reply", b"payload", None)
+    assert direct[1][2] == b"" and b"Nats-Consumer-Stalled: fc.x" in direct[1][3]
+    assert len(direct) == 2 and through_callback == []
     assert kept == 0
+
+
+def test_a_raw_status_header_block_is_read_as_nats_py_reads_it():
+    assert parse_status(b"NATS/1.0 100 Idle Heartbeat\r\nNats-Last-Consumer: 0\r\n"
+                        b"Nats-Consumer-Stalled: $JS.FC.x.y\r\n\r\n") == (
+        "100", "Idle Heartbeat", {"Nats-Last-Consumer": "0",
+                                  "Nats-Consumer-Stalled": "$JS.FC.x.y"})
+    assert parse_status(b"NATS/1.0 408 Request Timeout\r\n\r\n") == (
+        "408", "Request Timeout", {})
+    assert parse_status(b"NATS/1.0 503\r\n\r\n") == ("503", "", {})
+    assert parse_status(b"NATS/1.0\r\nKey: v\r\n\r\n") == (None, "", {"Key": "v"})
+
+
+def test_a_trailing_batch_completed_status_never_ends_the_request_open_on_its_inbox():
+    """The server may follow a request's last message with 409 Batch Completed; the loop has
+    ended that request on its count already and may have sent the next on the same inbox."""
+    health = HealthState("lean-test")
+    consumer = LeanPullConsumer(NatsLink("nats://127.0.0.1:1", "lean-test", health), health,
+                                TELEMETRY, DURABLE, ack_wait=30, max_ack_pending=100)
+    inbox = _Inbox("_INBOX.test.0")
+    inbox.request = _Request(batch=100, max_bytes=1024, issued_at=0.0, deadline=10.0)
+    consumer._on_status(inbox, "409", "Batch Completed", None)
+    assert inbox.request is not None
+    consumer._on_status(inbox, "408", "Request Timeout", None)
+    assert inbox.request is None
 
 
 def test_the_loop_receives_data_directly_on_every_open_inbox(nats_server):

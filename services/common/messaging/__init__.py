@@ -54,22 +54,20 @@ NATS_TROUBLE = (nats.errors.Error, TimeoutError, OSError)
 
 
 class DirectClient(Client):
-    """nats-py's client, plus subscriptions whose data messages skip its Msg object, its
+    """nats-py's client, plus subscriptions whose messages skip its Msg object, its
     per-subscription queue and task, and the callback's coroutine: the parsed fields go
-    straight to a plain function. The lean pull loop's inboxes use it; there, that path was a
-    sixth of ingest's event loop. A message without data (a status message: headers only)
-    takes nats-py's own path, to the subscription's callback, as every message of any other
-    subscription does. The hook is nats-py's `_process_msg`; were it gone, nothing would be
-    delivered directly and every message would reach the callback."""
+    straight to a plain function, in the order they arrive. The lean pull loop's inboxes use
+    it; there, that path was a sixth of ingest's event loop. Every other subscription keeps
+    nats-py's path. The hook is nats-py's `_process_msg`."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._direct: dict[int, Callable[[bytes, bytes, bytes], None]] = {}
+        self._direct: dict[int, DirectHandler] = {}
 
-    def deliver_directly(self, subscription: Subscription,
-                         handler: Callable[[bytes, bytes, bytes], None]) -> None:
-        """`handler(subject, reply, data)`, with the raw bytes, for each data message on
-        `subscription` from now on; it must not raise (it runs in the client's read loop)."""
+    def deliver_directly(self, subscription: Subscription, handler: DirectHandler) -> None:
+        """`handler(subject, reply, data, headers)`, raw bytes as parsed (headers None for a
+        message without), for each message on `subscription` from now on. It must not raise:
+        it runs in the client's read loop."""
         self._direct[subscription._id] = handler
 
     def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
@@ -77,16 +75,19 @@ class DirectClient(Client):
         super()._remove_sub(sid, max_msgs)
 
     async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes,
-                           headers: bytes) -> None:
+                           headers: bytes | None) -> None:
         handler = self._direct.get(sid)
-        if handler is not None and data and sid in self._subs:
+        if handler is not None and sid in self._subs:
             self.stats["in_msgs"] += 1
             self.stats["in_bytes"] += len(data)
-            handler(subject, reply, data)
+            handler(subject, reply, data, headers)
             return
-        if handler is not None and sid not in self._subs:
+        if handler is not None:
             del self._direct[sid]  # removed by a path that bypassed _remove_sub (close)
-        await super()._process_msg(sid, subject, reply, data, headers)
+        await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
+
+
+DirectHandler = Callable[[bytes, bytes, bytes, "bytes | None"], None]
 
 
 class NatsLink:

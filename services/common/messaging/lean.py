@@ -2,8 +2,10 @@
 
 nats-py's `fetch` builds a future, a uuid and a task hop per message, and `Msg.ack()` adds
 another await: most of a consumer's time goes there, not into the messages. This loop
-speaks the pull protocol itself over nats-py's plain publish and subscribe, with a callback
-per inbox that only files the message, and acks as plain publishes.
+speaks the pull protocol itself over nats-py's plain publish and subscribe, and acks as
+plain publishes. Each inbox's data messages go from the client's parser straight to a plain
+function that files them (DirectClient: no Msg object, queue or task per message); its status
+messages come through nats-py's callback.
 
 The protocol rules it follows (JetStream `$JS.API.CONSUMER.MSG.NEXT`, as documented by NATS
 and implemented by its clients):
@@ -29,7 +31,8 @@ and implemented by its clients):
    MaxRequestMaxBytes; Consumer is push based), 503 No Responders (no consumer, or no
    JetStream, to take the request). Each ends the request; 409 Consumer Deleted and 503 also
    make the consumer look itself up at once (it re-creates itself: PullConsumer's healing),
-   and the limit and unknown statuses back that inbox off for a second, logged once.
+   and the limit and unknown statuses back that inbox off for a second, logged once. A
+   409 Batch Completed trails a request whose last message ended it already: ignored.
 5. 100 is a control status: an idle heartbeat, sent while a request is open and nothing was
    delivered for `idle_heartbeat`, or a flow-control request. One with a reply subject (flow
    control), or a heartbeat naming a stalled consumer (`Nats-Consumer-Stalled`), is answered
@@ -100,6 +103,7 @@ from services.common.retry import Backoff
 log = logging.getLogger("lean-pull")
 
 ACK, NAK, IN_PROGRESS = b"+ACK", b"-NAK", b"+WPI"
+CONSUMER_STALLED = "Nats-Consumer-Stalled"
 # Reply subjects written into a block of PUB lines, newline-joined: printable ASCII, no spaces.
 _PLAIN_REPLIES = re.compile(r"[!-~]+(?:\n[!-~]+)*")
 # Requests in flight at once, each on its own inbox.
@@ -447,9 +451,9 @@ class LeanPullConsumer(PullConsumer):
             inbox.subject, cb=on_message, pending_msgs_limit=-1,
             pending_bytes_limit=2 * budget + 2 * client.max_payload)
         if isinstance(client, DirectClient):
-            # Data messages skip nats-py's Msg, queue and task (see DirectClient).
-            client.deliver_directly(inbox.subscription, lambda subject, reply, data: (
-                self._on_data(inbox, subject.decode(), reply.decode(), data)))
+            # Messages skip nats-py's Msg, queue and task (see DirectClient), in order.
+            client.deliver_directly(inbox.subscription, lambda subject, reply, data, headers: (
+                self._on_raw(inbox, subject, reply, data, headers)))
 
     def _renew(self, inbox: _Inbox) -> _Inbox:
         """Retire `inbox` (its request abandoned) and open another in its place."""
@@ -501,20 +505,37 @@ class LeanPullConsumer(PullConsumer):
     # -- what arrives ----------------------------------------------------------------------
 
     def _on_message(self, inbox: _Inbox, message: Msg) -> None:
-        """Any message through nats-py's callback: status messages, and data messages when
-        the client cannot deliver them directly (_on_data)."""
+        """A message through nats-py's callback (a client that cannot deliver directly)."""
         try:
             headers = message.headers
             status = headers.get("Status") if headers else None
             if status is not None and not message.data:
                 self._heard(inbox)
-                self._on_status(inbox, message, status, headers.get("Description", ""))
+                self._on_status(inbox, status, headers.get("Description", ""),
+                                message.reply or headers.get(CONSUMER_STALLED))
                 return
         except Exception as error:  # a bug here must end the loop, not read as NATS trouble
             self._failure = error
             self._wake.set()
             return
         self._on_data(inbox, message.subject, message.reply, message.data)
+
+    def _on_raw(self, inbox: _Inbox, subject: bytes, reply: bytes, data: bytes,
+                headers: bytes | None) -> None:
+        """A message as DirectClient's parser hands it over: raw, in arrival order."""
+        if headers and not data:
+            try:
+                status, description, fields = parse_status(headers)
+                if status is not None:
+                    self._heard(inbox)
+                    self._on_status(inbox, status, description,
+                                    reply.decode() or fields.get(CONSUMER_STALLED))
+                    return
+            except Exception as error:  # a bug here must end the loop
+                self._failure = error
+                self._wake.set()
+                return
+        self._on_data(inbox, subject.decode(), reply.decode(), data)
 
     def _on_data(self, inbox: _Inbox, subject: str, reply: str, data: bytes) -> None:
         try:
@@ -536,14 +557,16 @@ class LeanPullConsumer(PullConsumer):
             self._failure = error
             self._wake.set()
 
-    def _on_status(self, inbox: _Inbox, message: Msg, status: str, description: str) -> None:
-        headers = message.headers or {}
+    def _on_status(self, inbox: _Inbox, status: str, description: str,
+                   answer_to: str | None) -> None:
+        """`answer_to`: the status's reply subject, or its Nats-Consumer-Stalled header."""
         if status == "100":
             # Rule 5: flow control, or a heartbeat telling of a stalled consumer.
-            reply = message.reply or headers.get("Nats-Consumer-Stalled")
-            if reply:
-                self._answer(reply)
+            if answer_to:
+                self._answer(answer_to)
             return
+        if status == "409" and description == "Batch Completed":
+            return  # trails a request that its last message ended already (rule 4)
         if inbox.retired or inbox.request is None:
             return
         self._end(inbox)
@@ -609,6 +632,19 @@ class LeanPullConsumer(PullConsumer):
     def _unbind(self, why: str) -> None:
         self._abandon_all(why)
         super()._unbind(why)
+
+
+def parse_status(headers: bytes) -> tuple[str | None, str, dict[str, str]]:
+    """(status code, description, header fields) of a raw `NATS/1.0 <code> <description>`
+    header block; the code is None when the first line carries none."""
+    head, _, rest = headers.partition(b"\r\n")
+    code, _, description = head.removeprefix(b"NATS/1.0").strip().partition(b" ")
+    fields = {}
+    for line in rest.split(b"\r\n"):
+        key, colon, value = line.partition(b":")
+        if colon:
+            fields[key.strip().decode()] = value.strip().decode()
+    return (code.decode() or None), description.strip().decode(), fields
 
 
 def _pub_block(replies: list[str], token: bytes) -> bytes | None:

@@ -49,6 +49,7 @@ def profile(messages: int, runs: int) -> tuple[pstats.Stats, Path]:
 # Where a function's own time is filed, first match wins (path fragments).
 AREAS = (
     ("messaging/lean", "lean pull loop (services/common/messaging/lean.py)"),
+    ("messaging/__init__", "DirectClient, NATS link (services/common/messaging/__init__.py)"),
     ("/nats/", "NATS client (nats-py)"),
     ("/asyncpg/", "PostgreSQL client (asyncpg)"),
     ("ingest_iot/telemetry", "validation (services/ingest_iot/telemetry.py)"),

@@ -137,8 +137,8 @@ def _bound(results: Results, cores: dict[str, float], cpus: int) -> str:
         return (f"ingest is bound mostly by its own event loop, busy {loop * 100:.0f} % of the "
                 "time: receiving and acking (which alone, in the lean ceiling consumer, takes "
                 f"{ceiling_ms:.1f} of these {ingest_ms:.1f} ms per batch), validation, and "
-                "asyncpg's encoding of the batch; the commit itself overlaps the next batch's "
-                "validation. PostgreSQL is not the limit")
+                "building the batch's JSON document; the commit itself overlaps the next "
+                "batch's validation. PostgreSQL is not the limit")
     if cores["machine"] >= 0.9 * cpus:
         return (f"the machine's {cpus} cores are saturated ({cores['machine']:.2f} busy): "
                 "ingest competes with NATS and PostgreSQL for CPU")
@@ -185,8 +185,9 @@ def ratios(results: Results) -> str:
     loop = per_batch(CEILING) + per_batch(VALIDATION_ONLY)
     return f"""\
 - Two ceilings: the *lean pull ceiling* is the pull loop ingest_iot uses \
-(`services.common.messaging.lean`: pull requests on inboxes of their own, a batch's acks as \
-one block of plain publishes) with nothing but an ack per message, the most one Python process \
+(`services.common.messaging.lean`: pull requests on inboxes of their own, their messages handed \
+from the client's parser straight to the loop by `DirectClient`, a batch's acks as one block \
+of plain publishes) with nothing but an ack per message, the most one Python process \
 moves from JetStream; the *nats-py fetch-and-ack ceiling* is nats-py's `fetch()` + \
 `Msg.ack()`, the ceiling ingest_iot had before, kept as the reference for the client's own path \
 ({results.rate(CEILING) / results.rate(FETCH_CEILING):.1f}x apart in this run). ingest_iot \
@@ -200,10 +201,12 @@ moves {ingest / results.rate(CEILING) * 100:.0f} % of the lean ceiling and \
 {per_batch(INGEST):.1f} ms for it end to end. Measured alone: fetching and acking it \
 {per_batch(CEILING):.1f} ms (the lean ceiling consumer), validating it \
 {per_batch(VALIDATION_ONLY):.1f} ms, committing it {per_batch(COMMIT_ONLY):.1f} ms (one \
-statement: PostgreSQL plus asyncpg's encoding). Pulling, acking and validation run on \
+statement: PostgreSQL plus building the batch's JSON document). Pulling, acking and \
+validation run on \
 ingest_iot's one event loop: {loop:.1f} ms, {loop / per_batch(INGEST) * 100:.0f} % of its time \
 per batch; the commit runs in PostgreSQL while the writer validates the next batch and the \
-batch before settles (its acks go out).
+batch before settles (its acks go out), and what is fetched while a commit runs joins the next \
+commit, up to 4 batches (group commit).
 - CPU while ingest_iot drains the stream (cores busy, median of its runs): ingest_iot \
 {cores[INGEST]:.2f}, PostgreSQL {cores['postgresql']:.2f}, nats-server \
 {cores['nats-server']:.2f}, the other four services {others:.2f}; the whole machine \

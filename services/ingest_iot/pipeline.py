@@ -240,7 +240,11 @@ class IngestPipeline:
         if self._fetch_ended:
             return False
         arrival = asyncio.ensure_future(self._fetched.get())
-        await asyncio.wait({arrival, *under_way}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait({arrival, *under_way}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            arrival.cancel()  # the writer ends: no get may outlive it and take a list
+            raise
         if not arrival.done():
             arrival.cancel()
             with contextlib.suppress(asyncio.CancelledError):

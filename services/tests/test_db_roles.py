@@ -22,7 +22,8 @@ from iot_tools.servers import NatsServer, PostgresServer
 from iot_tools.services import wait_until
 
 from services.evaluator_iot.rules import EVALUATE, READ_POSITION, SAVE_POSITION
-from services.ingest_iot.store import COMMIT_BATCH, ROUTED_DEVICES
+from services.ingest_iot.store import COMMIT_BATCH, ROUTED_DEVICES, BatchRows
+from services.ingest_iot.telemetry import Reading
 from services.migrate.roles import scram_verifier, verifier_matches
 from services.ops_worker.maintenance import MARK_OFFLINE, PRUNE_BATCH
 from services.route_delivery.delivery import (
@@ -289,11 +290,12 @@ def test_ingest_role_commits_a_batch_and_reads_routes_but_not_their_urls(migrate
         connection = await migrated.connect("ingest")
         try:
             now = datetime.now(UTC)
+            readings = [Reading("d1", now, '{"t": 1}'), Reading("d2", now, '{"t": 2}')]
             record = await connection.fetchrow(
-                COMMIT_BATCH, ["d1", "d2"], [now, now], ['{"t": 1}', '{"t": 2}'],
+                COMMIT_BATCH, BatchRows(readings=readings).readings_document(),
                 "TELEMETRY", [7], ["telemetry.d3"], ["not_json"], [b"x"], [1], [now])
             again = await connection.fetchrow(  # redelivery: ON CONFLICT paths
-                COMMIT_BATCH, ["d1"], [now], ['{"t": 1}'],
+                COMMIT_BATCH, BatchRows(readings=readings[:1]).readings_document(),
                 "TELEMETRY", [7], ["telemetry.d3"], ["not_json"], [b"x"], [1], [now])
             routes = len(await connection.fetch(ROUTED_DEVICES))
             refused = [

@@ -9,6 +9,7 @@ batch. What the real database and NATS make of it is tested in test_ingest*.py."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from dataclasses import dataclass
@@ -43,6 +44,16 @@ def batch_of(number: int) -> list[Message]:
             for index in range(BATCH)]
 
 
+def offline_pipeline() -> IngestPipeline:
+    """An ingest pipeline whose database and NATS are never reached (tests replace them)."""
+    env = Env({"DATABASE_URL": "postgresql://ingest@127.0.0.1:1/iot",
+               "NATS_URL": "nats://127.0.0.1:1", "BATCH_SIZE": str(BATCH),
+               "FLUSH_INTERVAL_MS": "10"})
+    config = IngestConfig.from_env(env)
+    health = HealthState("ingest-order")
+    return IngestPipeline(config, health, NatsLink(config.nats, "order", health))
+
+
 def run_writer(commit_seconds: float, ack_seconds: float, *, fail_commit: int | None = None,
                events: list[tuple[str, int]] | None = None, feed_pause: float = 0.0,
                groups: dict[int, list[int]] | None = None) -> list[tuple[str, int]]:
@@ -53,12 +64,7 @@ def run_writer(commit_seconds: float, ack_seconds: float, *, fail_commit: int | 
     groups = {} if groups is None else groups
 
     async def scenario() -> None:
-        env = Env({"DATABASE_URL": "postgresql://ingest@127.0.0.1:1/iot",
-                   "NATS_URL": "nats://127.0.0.1:1", "BATCH_SIZE": str(BATCH),
-                   "FLUSH_INTERVAL_MS": "10"})
-        config = IngestConfig.from_env(env)
-        health = HealthState("ingest-order")
-        pipeline = IngestPipeline(config, health, NatsLink(config.nats, "order", health))
+        pipeline = offline_pipeline()
 
         async def store(entries: list[Entry]) -> CommitResult:
             numbers = sorted({entry.message.sequence // BATCH for entry in entries})
@@ -168,3 +174,29 @@ def test_a_commit_that_fails_with_a_bug_acks_nothing_of_its_batch_and_ends_the_w
     failed = next(first for first, numbers in groups.items() if 3 in numbers)
     assert ("acks started", failed) not in events
     assert not any(what == "commit started" and number > failed for what, number in events)
+
+
+def test_a_writer_cancelled_while_it_gathers_a_group_leaves_later_batches_in_the_queue():
+    """Cancelled (shutdown) while it waits for either its commit or more messages: no get of
+    the queue outlives it to take a batch that nobody would then commit or ack."""
+
+    async def scenario() -> int:
+        pipeline = offline_pipeline()
+
+        async def store(entries: list[Entry]) -> CommitResult:
+            await asyncio.sleep(30)  # a commit that outlasts the test
+            return CommitResult(stored=len(entries), quarantined=0)
+
+        pipeline._store = store  # type: ignore[method-assign]
+        for number in range(2):
+            await pipeline._fetched.put(batch_of(number))  # type: ignore[arg-type]
+        writer = asyncio.create_task(pipeline.run_writer())
+        await asyncio.sleep(0.2)  # batch 0 commits; batch 1 waits to be joined by more
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        await pipeline._fetched.put(batch_of(2))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        return pipeline._fetched.qsize()
+
+    assert asyncio.run(scenario()) == 1

@@ -20,6 +20,7 @@ from nats.aio.msg import Msg
 from services.common.health import HealthState
 from services.common.messaging import (
     CONSUMER_CHECK_SECONDS,
+    DIRECT_DELIVERY,
     TELEMETRY,
     ByteBudget,
     DirectClient,
@@ -185,6 +186,12 @@ def test_a_trailing_batch_completed_status_never_ends_the_request_open_on_its_in
     assert inbox.request is not None
     consumer._on_status(inbox, "408", "Request Timeout", None)
     assert inbox.request is None
+
+
+def test_the_installed_nats_py_offers_the_direct_delivery_hook():
+    """Otherwise DirectClient quietly falls back to nats-py's callbacks: correct, but the
+    ceiling and ingest_iot would lose their fast path without a test noticing."""
+    assert DIRECT_DELIVERY
 
 
 def test_the_loop_receives_data_directly_on_every_open_inbox(nats_server):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import ssl
@@ -53,6 +54,15 @@ RECONNECT_WAIT_SECONDS = 0.5
 NATS_TROUBLE = (nats.errors.Error, TimeoutError, OSError)
 
 
+# DirectClient's hook: nats-py's parser calls `_process_msg` with these parameters (nats-py
+# 2.x). A version that changed them keeps every message on nats-py's own path instead.
+_HOOK_PARAMETERS = ("self", "sid", "subject", "reply", "data", "headers")
+DIRECT_DELIVERY = (
+    tuple(inspect.signature(Client._process_msg).parameters) == _HOOK_PARAMETERS
+    and callable(getattr(Client, "_remove_sub", None))
+)
+
+
 class DirectClient(Client):
     """nats-py's client, plus subscriptions whose messages skip its Msg object, its
     per-subscription queue and task, and the callback's coroutine: the parsed fields go
@@ -67,8 +77,10 @@ class DirectClient(Client):
     def deliver_directly(self, subscription: Subscription, handler: DirectHandler) -> None:
         """`handler(subject, reply, data, headers)`, raw bytes as parsed (headers None for a
         message without), for each message on `subscription` from now on. It must not raise:
-        it runs in the client's read loop."""
-        self._direct[subscription._id] = handler
+        it runs in the client's read loop. Without the hook (DIRECT_DELIVERY false) nothing
+        changes: the subscription's callback gets every message."""
+        if DIRECT_DELIVERY:
+            self._direct[subscription._id] = handler
 
     def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
         self._direct.pop(sid, None)

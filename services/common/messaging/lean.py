@@ -339,11 +339,16 @@ class LeanPullConsumer(PullConsumer):
 
         def finished(done: asyncio.Task[None]) -> None:
             if not done.cancelled() and done.exception() is not None:
-                self._failure = done.exception()
-                self._wake.set()
+                self._fail(done.exception())
 
         task.add_done_callback(finished)
         self._verifying = task
+
+    def _fail(self, error: BaseException) -> None:
+        """A bug in a callback or a task beside the loop: the loop raises it on its next turn
+        (the taxonomy's "bug": the writer ends, liveness fails)."""
+        self._failure = error
+        self._wake.set()
 
     def _take(self, batch_size: int) -> list[Pulled]:
         ready = self._ready
@@ -515,8 +520,7 @@ class LeanPullConsumer(PullConsumer):
                                 message.reply or headers.get(CONSUMER_STALLED))
                 return
         except Exception as error:  # a bug here must end the loop, not read as NATS trouble
-            self._failure = error
-            self._wake.set()
+            self._fail(error)
             return
         self._on_data(inbox, message.subject, message.reply, message.data)
 
@@ -532,8 +536,7 @@ class LeanPullConsumer(PullConsumer):
                                     reply.decode() or fields.get(CONSUMER_STALLED))
                     return
             except Exception as error:  # a bug here must end the loop
-                self._failure = error
-                self._wake.set()
+                self._fail(error)
                 return
         self._on_data(inbox, subject.decode(), reply.decode(), data)
 
@@ -554,8 +557,7 @@ class LeanPullConsumer(PullConsumer):
             self._ready.append(Pulled(subject, reply, data, self._link))
             self._wake.set()
         except Exception as error:  # a bug here must end the loop, not read as NATS trouble
-            self._failure = error
-            self._wake.set()
+            self._fail(error)
 
     def _on_status(self, inbox: _Inbox, status: str, description: str,
                    answer_to: str | None) -> None:
